@@ -1,0 +1,273 @@
+"""Study configuration: validation against the JSON schemas, sweep expansion, resolved runs.
+
+A study config has named `runs` and `sweeps` (grids that expand into runs). Every run is resolved to a
+complete dict (see docs/DESIGN.md) by layering: run-schema defaults < `defaults` < sweep `base` < grid
+point < the run's own keys. Any bad key or value raises `ConfigError` naming the key and what is allowed,
+before a single job runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
+RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+
+class ConfigError(ValueError):
+    """A study config that cannot be run; the message names the key at fault."""
+
+
+def load_schema(name: str) -> dict:
+    with open(SCHEMA_DIR / f"{name}.schema.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def _extend_with_defaults(validator_class):
+    """A validator that fills in schema defaults while it validates (the jsonschema FAQ recipe)."""
+    validate_properties = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, subschema in properties.items():
+                if "default" in subschema:
+                    instance.setdefault(key, copy.deepcopy(subschema["default"]))
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+_DefaultFillingValidator = _extend_with_defaults(jsonschema.Draft202012Validator)
+
+
+def _describe(error: jsonschema.ValidationError, where: str) -> str:
+    key = ".".join(str(p) for p in error.absolute_path)
+    location = f"{where}.{key}" if key else where
+    if error.validator == "additionalProperties" and "properties" in error.schema:
+        allowed = ", ".join(sorted(error.schema["properties"]))
+        unexpected = sorted(set(error.instance) - set(error.schema["properties"]))
+        return f"{location}: unknown key(s) {', '.join(map(repr, unexpected))}; allowed: {allowed}"
+    if error.validator == "enum":
+        return f"{location}: {error.instance!r} is not allowed; choose one of {error.validator_value}"
+    if error.validator == "oneOf":
+        options = [s.get("type", s) for s in error.validator_value]
+        return f"{location}: {error.instance!r} is not valid; expected one of the forms {options}"
+    return f"{location}: {error.message}"
+
+
+def validate_with_defaults(instance: dict, schema: dict, where: str) -> dict:
+    """Validate `instance` in place, filling defaults; raise ConfigError listing every problem."""
+    errors = sorted(_DefaultFillingValidator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e, where) for e in errors))
+    return instance
+
+
+def deep_merge(base: dict, override: dict) -> dict:
+    """A new dict: `override` laid over `base`, recursively for nested dicts (lists are replaced)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def set_dotted(tree: dict, dotted_key: str, value: Any) -> dict:
+    """A copy of `tree` with `value` at the dotted path (e.g. "prior.scale")."""
+    parts = dotted_key.split(".")
+    override: dict = {}
+    node = override
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+    node[parts[-1]] = value
+    return deep_merge(tree, override)
+
+
+def get_dotted(tree: dict, dotted_key: str) -> Any:
+    node: Any = tree
+    for part in dotted_key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(dotted_key)
+        node = node[part]
+    return node
+
+
+def format_name_part(value: Any) -> str:
+    """A grid value as a run-name fragment: lists as 16x16, floats without trailing noise."""
+    if isinstance(value, (list, tuple)):
+        return "x".join(format_name_part(v) for v in value) or "none"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _derived_fields(run: dict) -> dict:
+    hidden = run.get("model", {}).get("hidden", [])
+    return {"depth": len(hidden), "width": max(hidden) if hidden else 0}
+
+
+def fill_name_template(template: str, run: dict, sweep_name: str) -> str:
+    """A sweep run's name: template fields {dotted.key}, {depth} and {width} filled from the run."""
+    fields = _derived_fields(run)
+
+    def fill(match: re.Match) -> str:
+        field = match.group(1)
+        if field in fields:
+            return format_name_part(fields[field])
+        try:
+            return format_name_part(get_dotted(run, field))
+        except KeyError:
+            raise ConfigError(
+                f"sweeps.{sweep_name}.name: template field {{{field}}} is neither a grid/base key nor one of "
+                f"{sorted(fields)}"
+            ) from None
+
+    return TEMPLATE_FIELD.sub(fill, template)
+
+
+def expand_sweep(sweep_name: str, sweep: dict) -> dict[str, dict]:
+    """The runs of one sweep: the cartesian product of its grid laid over its base, named by template."""
+    keys = list(sweep["grid"])
+    template = sweep.get("name") or sweep_name + "".join(
+        f"-{k.split('+')[0].split('.')[-1]}{{{k.split('+')[0]}}}" for k in keys
+    )
+    runs: dict[str, dict] = {}
+    for values in itertools.product(*(sweep["grid"][k] for k in keys)):
+        run = copy.deepcopy(sweep.get("base", {}))
+        for key, value in zip(keys, values):
+            # "a.b+c.d" sets several keys to the same value (e.g. one seed for data and sampler).
+            for dotted_key in key.split("+"):
+                run = set_dotted(run, dotted_key, value)
+        name = fill_name_template(template, run, sweep_name)
+        if not RUN_NAME.match(name):
+            raise ConfigError(f"sweeps.{sweep_name}: run name {name!r} is not a valid run name ({RUN_NAME.pattern})")
+        if name in runs:
+            raise ConfigError(
+                f"sweeps.{sweep_name}: two grid points give the run name {name!r}; add the differing keys to `name`"
+            )
+        runs[name] = run
+    return runs
+
+
+def _dataset_tasks(config: dict) -> dict[str, str]:
+    """Known dataset names and their task (regression / classification)."""
+    from interplay.data import DATASETS
+
+    tasks = {name: source.task for name, source in DATASETS.items()}
+    tasks.update({name: "regression" for name in config.get("teachers", {})})
+    return tasks
+
+
+def _check_run(run: dict, tasks: dict[str, str]) -> None:
+    """Cross-field checks the schema cannot express."""
+    where = f"runs.{run['name']}"
+    if run["dataset"] not in tasks:
+        raise ConfigError(f"{where}.dataset: unknown dataset {run['dataset']!r}; known: {sorted(tasks)}")
+    model, prior, sampler = run["model"], run["prior"], run["sampler"]
+    n_layers = len(model["hidden"]) + 1
+    for key in ("scale", "bias_scale"):
+        value = prior[key]
+        if isinstance(value, list) and len(value) != n_layers:
+            raise ConfigError(
+                f"{where}.prior.{key}: {len(value)} values given, but the net has {n_layers} layers "
+                f"({len(model['hidden'])} hidden + output); give a scalar or one value per layer"
+            )
+    classification = tasks[run["dataset"]] == "classification"
+    if classification != (model["likelihood"] == "class"):
+        raise ConfigError(
+            f"{where}.model.likelihood: {model['likelihood']!r} does not fit the {tasks[run['dataset']]} "
+            f"dataset {run['dataset']!r}; use 'class' for classification and 'regr'/'mean_regr' for regression"
+        )
+    if model["sigma"] is not None and model["likelihood"] != "mean_regr":
+        raise ConfigError(f"{where}.model.sigma: a fixed noise scale needs likelihood 'mean_regr'")
+    phases = sampler["mclmc"]["phases"]
+    if not math.isclose(sum(phases), 1.0, abs_tol=1e-9):
+        raise ConfigError(f"{where}.sampler.mclmc.phases: {phases} must sum to 1")
+
+
+def validate_config(config: dict) -> dict:
+    """Validate the top level of a study config in place (filling defaults)."""
+    return validate_with_defaults(config, load_schema("config"), "config")
+
+
+def resolve_runs(config: dict) -> dict[str, dict]:
+    """Every run of the study, fully resolved and validated, by name (config is validated first)."""
+    validate_config(config)
+    overrides: dict[str, dict] = {}
+    for sweep_name, sweep in config["sweeps"].items():
+        for name, run in expand_sweep(sweep_name, sweep).items():
+            if name in overrides:
+                raise ConfigError(f"sweeps.{sweep_name}: run {name!r} is also produced by another sweep")
+            overrides[name] = run
+    for name, run in config["runs"].items():
+        if name in overrides:
+            raise ConfigError(f"runs.{name}: a sweep already defines a run of this name")
+        overrides[name] = run
+    run_schema = load_schema("run")
+    tasks = _dataset_tasks(config)
+    resolved = {}
+    for name, override in overrides.items():
+        run = deep_merge(deep_merge(config["defaults"], override), {"name": name})
+        validate_with_defaults(run, run_schema, f"runs.{name}")
+        _check_run(run, tasks)
+        resolved[name] = run
+    return resolved
+
+
+def load_config(path: str | Path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+def block_ids(run: dict) -> list[str]:
+    """The run's chain blocks as zero-padded ids ("0000", ...), used in sample file names."""
+    n_blocks = math.ceil(run["sampler"]["chains"] / run["sampler"]["block_size"])
+    return [f"{b:04d}" for b in range(n_blocks)]
+
+
+def prepared_data_path(run: dict) -> str:
+    data = run["data"]
+    return f"results/data/prepared/{run['dataset']}/seed-{data['seed']}_std-{data['standardise']}.nc"
+
+
+def n_parameters(run: dict, in_dim: int, out_dim: int) -> int:
+    widths = [in_dim, *run["model"]["hidden"], out_dim]
+    bias = run["model"]["bias"]
+    return sum(a * b + (b if bias else 0) for a, b in itertools.pairwise(widths))
+
+
+def sample_resources(run: dict, in_dim: int = 16, n_train: int = 20000) -> dict[str, int]:
+    """A generous estimate of one sampling job's memory (MB) and runtime (minutes) for schedulers.
+
+    Cost is dominated by full-batch gradients: about 6 FLOPs per parameter and training point; we assume a
+    pessimistic 2 GFLOP/s per chain block on a CPU, so GPU jobs finish far inside the limit. Memory holds the
+    block's thinned draws twice (sampling + writing) plus a fixed 2 GB for JAX and the data.
+    """
+    sampler = run["sampler"]
+    chains = min(sampler["block_size"], sampler["chains"])
+    params = n_parameters(run, in_dim, 2)
+    if sampler["kind"] == "mile":
+        gradients = sampler["mclmc"]["warmup_steps"] + sampler["mclmc"]["steps"]
+        draws = sampler["mclmc"]["steps"] // sampler["mclmc"]["thin"]
+    elif sampler["kind"] == "nuts":
+        gradients = 64 * (sampler["nuts"]["warmup"] + sampler["nuts"]["draws"])
+        draws = sampler["nuts"]["draws"]
+    else:
+        gradients = sampler["mfvi"]["steps"]
+        draws = sampler["mfvi"]["draws"]
+    gradients += sampler["warmstart"]["max_epochs"] * max(1, n_train // sampler["warmstart"]["batch_size"])
+    flops = 6.0 * params * n_train * gradients * chains
+    runtime = int(min(7 * 24 * 60, max(15, 2 * flops / 2e9 / 60)))
+    mem_mb = int(2048 + 2 * chains * draws * params * 4 / 2**20)
+    return {"mem_mb": mem_mb, "runtime": runtime}

@@ -1,0 +1,36 @@
+# Sampling stage: one job per chain block (chains vectorised on one device), then a streaming merge.
+
+
+rule sample:
+    input:
+        data=prepared_data,
+    output:
+        "results/samples/{run}/block-{block}.nc",
+    params:
+        run=run_settings,
+    log:
+        "results/logs/sample/{run}/block-{block}.log",
+    threads: 1
+    # gpu is requested per profile (slurm/, profiles/workstation/): the rule itself runs on CPU too.
+    resources:
+        mem_mb=lambda w: study_config.sample_resources(RUNS[w.run])["mem_mb"],
+        runtime=lambda w: study_config.sample_resources(RUNS[w.run])["runtime"],
+    conda:
+        SAMPLE_ENV
+    script:
+        "../scripts/sample.py"
+
+
+rule merge:
+    input:
+        run_blocks,
+    output:
+        "results/posteriors/{run}.nc",
+    params:
+        drop_diverged=lambda w: RUNS[w.run]["merge"]["drop_diverged"],
+    log:
+        "results/logs/merge/{run}.log",
+    conda:
+        CPU_ENV
+    script:
+        "../scripts/merge.py"

@@ -1,0 +1,12 @@
+"""Rule `prepare`: shuffle with the data seed, standardise, split 70/10/20, write NetCDF."""
+from interplay.data import prepare_split
+from interplay.workflow_logging import log_to
+
+with log_to(snakemake.log[0]):
+    prepare_split(
+        snakemake.input[0],
+        snakemake.output[0],
+        dataset=snakemake.wildcards.dataset,
+        seed=int(snakemake.wildcards.seed),
+        standardise=snakemake.wildcards.standardise,
+    )

@@ -1,0 +1,9 @@
+"""Rule `table`: convert a download to the study's table format and verify its pinned sha256."""
+from interplay.data import make_table, make_teacher_student_table
+from interplay.workflow_logging import log_to
+
+with log_to(snakemake.log[0]):
+    if snakemake.params.teacher is not None:
+        make_teacher_student_table(snakemake.params.teacher, snakemake.output[0])
+    else:
+        make_table(snakemake.wildcards.dataset, snakemake.input[0], snakemake.output[0])
