@@ -12,6 +12,7 @@ configfile: "config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sampling.smk"
+include: "workflow/rules/bundle.smk"
 
 
 rule all:

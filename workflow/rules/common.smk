@@ -50,3 +50,12 @@ def run_blocks(wildcards):
 def final_targets():
     """What `snakemake` with no target builds: every run's merged posterior."""
     return expand("results/posteriors/{run}.nc", run=sorted(RUNS))
+
+
+def bundle_inputs(wildcards):
+    """Everything must exist before it is archived: every run's posterior and, once the rule
+    exists, every figure (and so every analysis table the figures read)."""
+    inputs = expand("results/posteriors/{run}.nc", run=sorted(RUNS))
+    if rules.has("all_figures"):
+        inputs += [str(f) for f in rules.all_figures.input]
+    return inputs
