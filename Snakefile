@@ -6,13 +6,18 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# A study given with --configfile replaces the default study instead of being laid over it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/sampling.smk"
+include: "workflow/rules/analysis.smk"
 include: "workflow/rules/bundle.smk"
+include: "workflow/rules/figures.smk"
 
 
 rule all:

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(slurmctld slurmd slurm-client munge)
-binaries=(slurmctld slurmd sbatch squeue scontrol munged mungekey)
+binaries=(slurmctld slurmd sbatch srun squeue scontrol sinfo munged munge)
 
 missing=0
 for binary in "${binaries[@]}"; do

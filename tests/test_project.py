@@ -46,7 +46,8 @@ def test_lint_is_clean(project_root):
 
 
 def test_dry_run_of_the_default_study(project_root, tmp_path):
-    result = snakemake(project_root, "-n", "--quiet", "rules")
+    # --forceall: every job of the DAG, whatever is already in results/
+    result = snakemake(project_root, "-n", "--forceall", "--quiet", "rules")
     assert result.returncode == 0, result.stdout + result.stderr
     for rule in ["download", "table", "prepare", "sample", "merge"]:
         assert re.search(rf"^{rule}\s+\d+", result.stdout, flags=re.MULTILINE), f"no {rule} job:\n{result.stdout}"
@@ -56,3 +57,9 @@ def test_bad_config_fails_before_any_job(project_root):
     result = snakemake(project_root, "-n", "--config", "sweeps={}", "runs={x: {dataset: airfoil, sampler: {kind: hmc}}}")
     assert result.returncode != 0
     assert "runs.x.sampler.kind: 'hmc' is not allowed" in result.stderr + result.stdout
+
+
+def test_ruff_is_clean(project_root):
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "src", "tests", "workflow/scripts", "benchmarks",
+                             "envs"], cwd=project_root, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr

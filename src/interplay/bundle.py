@@ -242,19 +242,11 @@ def environment_info() -> dict:
 
 def merge_configs(configs: list[dict]) -> dict:
     """Deep-merge config dicts, later ones winning (what Snakemake does with several configfiles)."""
-
-    def merge(base: dict, update: dict) -> dict:
-        out = dict(base)
-        for key, value in update.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = merge(out[key], value)
-            else:
-                out[key] = value
-        return out
+    from interplay.config import deep_merge
 
     merged: dict = {}
     for config in configs:
-        merged = merge(merged, config or {})
+        merged = deep_merge(merged, config or {})
     return merged
 
 

@@ -12,6 +12,8 @@ import copy
 import itertools
 import math
 import re
+from collections.abc import Mapping, Sequence
+from numbers import Real
 from pathlib import Path
 from typing import Any
 
@@ -230,10 +232,32 @@ def load_config(path: str | Path) -> dict:
         return yaml.safe_load(fh) or {}
 
 
+def n_blocks(run: Mapping) -> int:
+    """Number of sampling jobs of a run: ceil(chains / block_size)."""
+    try:
+        chains, block_size = int(run["sampler"]["chains"]), int(run["sampler"]["block_size"])
+    except KeyError as err:
+        raise KeyError(f"run {run.get('name')!r} lacks sampler setting {err}") from None
+    if chains < 1 or block_size < 1:
+        raise ValueError(f"run {run.get('name')!r}: sampler.chains ({chains}) and sampler.block_size "
+                         f"({block_size}) must be positive")
+    return -(-chains // block_size)
+
+
 def block_ids(run: dict) -> list[str]:
     """The run's chain blocks as zero-padded ids ("0000", ...), used in sample file names."""
-    n_blocks = math.ceil(run["sampler"]["chains"] / run["sampler"]["block_size"])
-    return [f"{b:04d}" for b in range(n_blocks)]
+    return [f"{b:04d}" for b in range(n_blocks(run))]
+
+
+def per_layer_values(value, n_layers: int, what: str) -> tuple[float, ...]:
+    """A positive scalar or one positive value per layer (e.g. prior.scale) -> one float per layer."""
+    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * n_layers
+    if len(values) != n_layers:
+        raise ValueError(f"prior {what} needs a scalar or {n_layers} values (one per layer), got {value!r}")
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, Real) or not (v > 0 and math.isfinite(v)):
+            raise ValueError(f"prior {what} values must be positive finite numbers, got {value!r}")
+    return tuple(float(v) for v in values)
 
 
 def prepared_data_path(run: dict) -> str:
@@ -271,3 +295,20 @@ def sample_resources(run: dict, in_dim: int = 16, n_train: int = 20000) -> dict[
     runtime = int(min(7 * 24 * 60, max(15, 2 * flops / 2e9 / 60)))
     mem_mb = int(2048 + 2 * chains * draws * params * 4 / 2**20)
     return {"mem_mb": mem_mb, "runtime": runtime}
+
+
+def sweep_members(config: dict) -> dict[str, list[str]]:
+    """The run names of each sweep (config already validated by `resolve_runs`)."""
+    return {name: sorted(expand_sweep(name, sweep)) for name, sweep in config["sweeps"].items()}
+
+
+def applicable_analyses(run: dict) -> list[str]:
+    """The analyses that make sense for a run (see workflow/rules/analysis.smk)."""
+    analyses = ["predictive", "cumulative_lppd", "diagnostics", "conformity"]
+    if run["model"]["hidden"]:
+        analyses.append("balancedness")
+        # The Dirichlet law concerns identity nets and ReLU units (positively homogeneous), not tanh,
+        # and needs at least two units to share the function's weight.
+        if run["model"]["activation"] in ("relu", "identity") and max(run["model"]["hidden"]) >= 2:
+            analyses.append("reallocation")
+    return analyses

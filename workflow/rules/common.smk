@@ -9,7 +9,13 @@ from interplay import config as study_config  # noqa: E402
 # Validates the whole config (schema defaults filled in) and expands sweeps, so a bad key or value
 # fails here, before any job runs, with a message naming it.
 RUNS = study_config.resolve_runs(config)
+SWEEPS = study_config.sweep_members(config)
 TEACHERS = config["teachers"]
+
+# Library code that analysis and figure jobs depend on: editing it reruns those jobs (by mtime), never
+# sampling. Sampling code is deliberately not an input: re-sampling is expensive, force it with -R sample.
+ANALYSIS_CODE = sorted(str(p) for p in Path(workflow.basedir, "src/interplay/analysis").glob("*.py"))
+FIGURE_CODE = sorted(str(p) for p in Path(workflow.basedir, "src/interplay/figures").glob("*.py"))
 
 # Software environments (used with --sdm conda): sampling jobs take the CUDA one on GPU clusters.
 CPU_ENV = "../../envs/cpu.yaml"
@@ -22,6 +28,8 @@ wildcard_constraints:
     block=r"\d{4}",
     seed=r"\d+",
     standardise=r"full|train",
+    sweep=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
+    analysis=r"[a-z_]+",
 
 
 def table_source(wildcards):
@@ -48,8 +56,20 @@ def run_blocks(wildcards):
 
 
 def final_targets():
-    """What `snakemake` with no target builds: every run's merged posterior."""
-    return expand("results/posteriors/{run}.nc", run=sorted(RUNS))
+    """What `snakemake` with no target builds: every run's analyses, every figure of the config's
+    `figures:` section, results/figures/all.pdf, the verdict table and the run settings (figures.smk)."""
+    figures = [str(f) for f in rules.all_figures.input] if rules.has("all_figures") else []
+    return run_analysis_tables(sorted(RUNS)) + sweep_tables() + figures
+
+
+def sweep_tables():
+    """Sweep-level tables: an analysis across a sweep's runs, where it applies to all of them."""
+    return [
+        f"results/analysis/sweeps/{sweep}/{analysis}.csv"
+        for sweep, members in SWEEPS.items()
+        for analysis in ("predictive", "conformity", "reallocation")
+        if all(analysis in study_config.applicable_analyses(RUNS[name]) for name in members)
+    ]
 
 
 def bundle_inputs(wildcards):
@@ -59,3 +79,17 @@ def bundle_inputs(wildcards):
     if rules.has("all_figures"):
         inputs += [str(f) for f in rules.all_figures.input]
     return inputs
+
+
+def sweep_analysis_tables(wildcards):
+    """The per-run tables a sweep-level table combines, in the sweep's run order."""
+    return [f"results/analysis/{run}/{wildcards.analysis}.csv" for run in SWEEPS[wildcards.sweep]]
+
+
+def run_analysis_tables(run_names):
+    """Every applicable analysis table of the given runs."""
+    return [
+        f"results/analysis/{name}/{analysis}.csv"
+        for name in run_names
+        for analysis in study_config.applicable_analyses(RUNS[name])
+    ]

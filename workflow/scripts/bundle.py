@@ -1,4 +1,8 @@
 """Rule `bundle`: archive the study's results as a verifiable tar.gz (docs/bundles.md)."""
+import os
+
+# Only sampling jobs use a GPU: keep this job on the CPU so it never takes GPU memory.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from pathlib import Path
 
 from interplay import bundle as result_bundle

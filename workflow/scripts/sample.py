@@ -1,4 +1,9 @@
 """Rule `sample`: sample one chain block of a run and write it as NetCDF (atomically)."""
+import os
+
+# Jobs may share a GPU (workstation profile): allocate GPU memory on demand instead of JAX's default 75%.
+# Set before JAX is imported; CUDA_VISIBLE_DEVICES (set by Slurm) picks the device.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 from interplay.sampling import sample_block
 from interplay.workflow_logging import log_to
 

@@ -1,4 +1,8 @@
 """Rule `table`: convert a download to the study's table format and verify its pinned sha256."""
+import os
+
+# Only sampling jobs use a GPU: keep this job on the CPU so it never takes GPU memory.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from interplay.data import make_table, make_teacher_student_table
 from interplay.workflow_logging import log_to
 

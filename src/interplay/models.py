@@ -1,0 +1,354 @@
+"""Fully connected Bayesian neural networks as pure functions of a flat parameter dict.
+
+Parameters are a dict of named leaves (a JAX pytree): ``kernel_{l}`` with shape
+``(units_l, units_{l+1})``, ``bias_{l}`` with shape ``(units_{l+1},)`` when the model has
+biases, and the scalar ``log_sigma`` for ``mean_regr`` with a sampled noise scale. Layer ``l``
+runs from 0 to ``n_layers - 1``; the last one is the output layer. Sampled parameter draws
+carry leading ``chain``/``draw`` axes; every function here takes ONE parameter set (vmap it).
+
+Likelihoods (``ModelSpec.likelihood``):
+
+- ``regr``: the network outputs (mean, log sigma) per point; sigma = exp(log sigma) clipped to
+  ``[SIGMA_MIN, SIGMA_MAX]`` (heteroscedastic Gaussian).
+- ``mean_regr``: the network outputs the mean; the noise scale is either a known constant
+  (``sigma``) or one sampled scalar ``log_sigma`` (prior N(0, log_sigma_scale^2)), clipped alike.
+- ``class``: the network outputs logits of a categorical (softmax) likelihood.
+
+Priors (``PriorSpec``): weights of layer ``l`` are N(0, tau_l^2), biases N(0, bias_tau_l^2) or
+flat (improper, contributes 0 to the log density), ``log_sigma`` N(0, log_sigma_scale^2).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from numbers import Integral, Real
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.stats import norm
+
+from interplay.config import per_layer_values
+
+ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+    "relu": jax.nn.relu,
+    "tanh": jnp.tanh,
+    "identity": lambda z: z,
+}
+LIKELIHOODS = ("regr", "mean_regr", "class")
+SIGMA_MIN = 1e-6
+SIGMA_MAX = 1e6
+_LOG_SIGMA_MIN = math.log(SIGMA_MIN)
+_LOG_SIGMA_MAX = math.log(SIGMA_MAX)
+
+Params = dict[str, jnp.ndarray]
+
+
+# ----------------------------------------------------------------------------- specs
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Architecture and likelihood of a fully connected network (hashable: usable as a jit static)."""
+
+    in_dim: int
+    hidden: tuple[int, ...]
+    out_dim: int
+    activation: str
+    bias: bool
+    likelihood: str
+    sigma: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.in_dim, bool) or not isinstance(self.in_dim, Integral) or self.in_dim < 1:
+            raise ValueError(f"model in_dim must be a positive integer, got {self.in_dim!r}")
+        if not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1 for w in self.hidden):
+            raise ValueError(f"model hidden widths must be positive integers, got {self.hidden!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"model activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
+        if self.likelihood not in LIKELIHOODS:
+            raise ValueError(f"model likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
+        expected_out = {"regr": 2, "mean_regr": 1}.get(self.likelihood)
+        if expected_out is not None and self.out_dim != expected_out:
+            raise ValueError(f"likelihood {self.likelihood!r} needs out_dim {expected_out}, got {self.out_dim}")
+        if self.likelihood == "class" and self.out_dim < 2:
+            raise ValueError(f"likelihood 'class' needs at least 2 classes (out_dim), got {self.out_dim}")
+        if self.sigma is not None:
+            if self.likelihood != "mean_regr":
+                raise ValueError(f"model sigma (a fixed noise scale) is only valid for mean_regr, "
+                                 f"not {self.likelihood!r}")
+            if not (isinstance(self.sigma, Real) and self.sigma > 0 and math.isfinite(self.sigma)):
+                raise ValueError(f"model sigma must be a positive finite number, got {self.sigma!r}")
+
+    @classmethod
+    def from_run(cls, run: Mapping, in_dim: int, n_classes: int | None = None) -> ModelSpec:
+        """Build from a resolved run dict (``run["model"]``); ``n_classes`` is required for ``class``."""
+        try:
+            model = run["model"]
+            hidden = tuple(int(w) for w in model["hidden"])
+            activation = model["activation"]
+            likelihood = model["likelihood"]
+        except KeyError as err:
+            raise KeyError(f"resolved run lacks model setting {err}") from None
+        if likelihood == "class":
+            if n_classes is None:
+                raise ValueError("likelihood 'class' needs n_classes")
+            out_dim = int(n_classes)
+        else:
+            out_dim = {"regr": 2, "mean_regr": 1}.get(likelihood, 1)
+        sigma = model.get("sigma")
+        return cls(
+            in_dim=int(in_dim),
+            hidden=hidden,
+            out_dim=out_dim,
+            activation=activation,
+            bias=bool(model.get("bias", True)),
+            likelihood=likelihood,
+            sigma=None if sigma is None else float(sigma),
+        )
+
+    @property
+    def n_layers(self) -> int:
+        """Number of weight layers (hidden layers + output layer)."""
+        return len(self.hidden) + 1
+
+    @property
+    def units(self) -> tuple[int, ...]:
+        """Widths ``units_0`` (inputs) ... ``units_{n_layers}`` (outputs)."""
+        return (self.in_dim, *self.hidden, self.out_dim)
+
+    @property
+    def layer_shapes(self) -> tuple[tuple[int, int], ...]:
+        """(fan_in, fan_out) of each layer's kernel."""
+        units = self.units
+        return tuple((units[layer], units[layer + 1]) for layer in range(self.n_layers))
+
+    @property
+    def samples_log_sigma(self) -> bool:
+        """Whether the parameters include a sampled scalar ``log_sigma``."""
+        return self.likelihood == "mean_regr" and self.sigma is None
+
+
+@dataclass(frozen=True)
+class PriorSpec:
+    """Prior scale of each leaf: ``(name, scale)`` pairs; scale None = flat (improper) prior."""
+
+    leaf_scales: tuple[tuple[str, float | None], ...]
+
+    @property
+    def scales(self) -> dict[str, float | None]:
+        return dict(self.leaf_scales)
+
+    def scale(self, name: str) -> float | None:
+        try:
+            return self.scales[name]
+        except KeyError:
+            raise KeyError(f"prior has no leaf {name!r}; leaves: {list(self.scales)}") from None
+
+    @classmethod
+    def from_run(cls, run: Mapping, model: ModelSpec) -> PriorSpec:
+        """Build from ``run["prior"]``: scale (tau), bias_scale, bias (gaussian|flat), log_sigma_scale."""
+        prior = run.get("prior")
+        if prior is None or "scale" not in prior:
+            raise KeyError("resolved run lacks prior setting 'scale'")
+        return cls.build(
+            model,
+            scale=prior["scale"],
+            bias_scale=prior.get("bias_scale"),
+            bias=prior.get("bias", "gaussian"),
+            log_sigma_scale=prior.get("log_sigma_scale", 1.0),
+        )
+
+    @classmethod
+    def build(cls, model: ModelSpec, scale, bias_scale=None, bias: str = "gaussian",
+              log_sigma_scale: float = 1.0) -> PriorSpec:
+        """Per-leaf scales from tau (scalar or per layer) and the bias settings."""
+        taus = per_layer_values(scale, model.n_layers, "scale")
+        if bias not in ("gaussian", "flat"):
+            raise ValueError(f"prior bias must be 'gaussian' or 'flat', got {bias!r}")
+        bias_taus = taus if bias_scale is None else per_layer_values(bias_scale, model.n_layers, "bias_scale")
+        leaves: list[tuple[str, float | None]] = []
+        for layer in range(model.n_layers):
+            leaves.append((f"kernel_{layer}", taus[layer]))
+            if model.bias:
+                leaves.append((f"bias_{layer}", None if bias == "flat" else bias_taus[layer]))
+        if model.samples_log_sigma:
+            leaves.append(("log_sigma", per_layer_values(log_sigma_scale, 1, "log_sigma_scale")[0]))
+        return cls(tuple(leaves))
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
+    """Shape of each parameter leaf (one parameter set, no chain/draw axes)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer, (fan_in, fan_out) in enumerate(model.layer_shapes):
+        shapes[f"kernel_{layer}"] = (fan_in, fan_out)
+        if model.bias:
+            shapes[f"bias_{layer}"] = (fan_out,)
+    if model.samples_log_sigma:
+        shapes["log_sigma"] = ()
+    return shapes
+
+
+def param_dims(model: ModelSpec) -> dict[str, tuple[str, ...]]:
+    """Dimension names of each leaf (DESIGN.md: ``units_l`` shared between adjacent layers)."""
+    dims: dict[str, tuple[str, ...]] = {}
+    for layer in range(model.n_layers):
+        dims[f"kernel_{layer}"] = (f"units_{layer}", f"units_{layer + 1}")
+        if model.bias:
+            dims[f"bias_{layer}"] = (f"units_{layer + 1}",)
+    if model.samples_log_sigma:
+        dims["log_sigma"] = ()
+    return dims
+
+
+def n_params(model: ModelSpec) -> int:
+    return sum(math.prod(shape) for shape in param_shapes(model).values())
+
+
+def flops_per_gradient(model: ModelSpec, n_points: int) -> int:
+    """FLOPs of one full-batch log-density gradient, counted as 3x the forward matmul FLOPs.
+
+    Counting rule: a (n x fan_in) @ (fan_in x fan_out) matmul costs 2 * n * fan_in * fan_out
+    FLOPs (multiply + add); the backward pass needs two matmuls of the same size per layer
+    (gradients w.r.t. the activations and the kernel), hence 3x. Activations, bias adds, the
+    likelihood and the prior are O(n * width) and left out.
+    """
+    forward = sum(2 * n_points * fan_in * fan_out for fan_in, fan_out in model.layer_shapes)
+    return 3 * forward
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def _check_params(model: ModelSpec, params: Mapping[str, jnp.ndarray]) -> None:
+    expected = param_shapes(model)
+    if set(params) != set(expected):
+        raise ValueError(f"parameter leaves {sorted(params)} do not match the model's {sorted(expected)}")
+
+
+def init_params(model: ModelSpec, key: jax.Array) -> Params:
+    """Warm-start initialisation: He normal for ReLU, LeCun normal otherwise; zero biases.
+
+    ``log_sigma`` starts at 0 (sigma = 1, the scale of standardised targets).
+    """
+    gain = 2.0 if model.activation == "relu" else 1.0
+    keys = jax.random.split(key, model.n_layers)
+    params: Params = {}
+    for layer, (fan_in, fan_out) in enumerate(model.layer_shapes):
+        std = math.sqrt(gain / fan_in)
+        params[f"kernel_{layer}"] = std * jax.random.normal(keys[layer], (fan_in, fan_out))
+        if model.bias:
+            params[f"bias_{layer}"] = jnp.zeros((fan_out,))
+    if model.samples_log_sigma:
+        params["log_sigma"] = jnp.zeros(())
+    return params
+
+
+def sample_prior(model: ModelSpec, prior: PriorSpec, key: jax.Array) -> Params:
+    """An exact draw from the prior. A flat (improper) leaf has no draw: ValueError."""
+    shapes = param_shapes(model)
+    scales = prior.scales
+    if set(scales) != set(shapes):
+        raise ValueError(f"prior leaves {sorted(scales)} do not match the model's {sorted(shapes)}")
+    flat = [name for name, scale in scales.items() if scale is None]
+    if flat:
+        raise ValueError(f"cannot draw from the improper flat prior of {flat}")
+    names = sorted(shapes)
+    keys = jax.random.split(key, len(names))
+    return {name: scales[name] * jax.random.normal(k, shapes[name]) for name, k in zip(names, keys)}
+
+
+# ----------------------------------------------------------------------------- network
+
+
+def forward(model: ModelSpec, params: Mapping[str, jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
+    """Raw network output, shape (n, out_dim): activation on hidden layers, none on the output."""
+    activation = ACTIVATIONS[model.activation]
+    hidden = jnp.asarray(x)
+    for layer in range(model.n_layers):
+        hidden = hidden @ params[f"kernel_{layer}"]
+        if model.bias:
+            hidden = hidden + params[f"bias_{layer}"]
+        if layer < model.n_layers - 1:
+            hidden = activation(hidden)
+    return hidden
+
+
+def _mean_and_log_sigma(model: ModelSpec, params, x) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Regression mean (n,) and clipped log sigma (n,) or scalar."""
+    out = forward(model, params, x)
+    if model.likelihood == "regr":
+        log_sigma = out[:, 1]
+    elif model.likelihood == "mean_regr":
+        log_sigma = jnp.log(model.sigma) if model.sigma is not None else params["log_sigma"]
+    else:
+        raise ValueError(f"likelihood {model.likelihood!r} is not a regression")
+    # Clipping log sigma is clipping sigma = exp(.) to [SIGMA_MIN, SIGMA_MAX], without overflow.
+    return out[:, 0], jnp.clip(log_sigma, _LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+
+
+def pointwise_log_likelihood(model: ModelSpec, params, x, y) -> jnp.ndarray:
+    """log p(y_i | x_i, params) for each point, shape (n,)."""
+    if model.likelihood == "class":
+        log_probs = jax.nn.log_softmax(forward(model, params, x), axis=-1)
+        labels = jnp.asarray(y).astype(jnp.int32)
+        return jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+    mean, log_sigma = _mean_and_log_sigma(model, params, x)
+    return norm.logpdf(jnp.asarray(y), loc=mean, scale=jnp.exp(log_sigma))
+
+
+def log_prior(prior: PriorSpec, params: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
+    """Normalised Gaussian log prior density summed over leaves; flat leaves add 0."""
+    scales = prior.scales
+    if set(scales) != set(params):
+        raise ValueError(f"parameter leaves {sorted(params)} do not match the prior's {sorted(scales)}")
+    total = jnp.zeros(())
+    for name, scale in scales.items():
+        if scale is not None:
+            total = total + jnp.sum(norm.logpdf(params[name], loc=0.0, scale=scale))
+    return total
+
+
+def make_logdensity(model: ModelSpec, prior: PriorSpec, x, y) -> Callable[[Params], jnp.ndarray]:
+    """Unnormalised full-batch log posterior: sum of pointwise log likelihoods + log prior."""
+    x = jnp.asarray(x)
+    y = jnp.asarray(y)
+    if x.ndim != 2 or x.shape[1] != model.in_dim:
+        raise ValueError(f"x must have shape (n, {model.in_dim}), got {x.shape}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"y must have shape ({x.shape[0]},), got {y.shape}")
+    if model.likelihood == "class":
+        labels = np.asarray(y)
+        if labels.size and (labels.min() < 0 or labels.max() >= model.out_dim):
+            raise ValueError(f"class labels must lie in [0, {model.out_dim}), got [{labels.min()}, {labels.max()}]")
+    expected = param_shapes(model)
+    if set(prior.scales) != set(expected):
+        raise ValueError(f"prior leaves {sorted(prior.scales)} do not match the model's {sorted(expected)}")
+
+    def logdensity(params: Params) -> jnp.ndarray:
+        return jnp.sum(pointwise_log_likelihood(model, params, x, y)) + log_prior(prior, params)
+
+    return logdensity
+
+
+# ----------------------------------------------------------------------------- predictions
+
+
+def predictive_mean(model: ModelSpec, params, x) -> jnp.ndarray:
+    """Regression: predicted mean (n,). Classification: class probabilities (n, classes)."""
+    if model.likelihood == "class":
+        return jax.nn.softmax(forward(model, params, x), axis=-1)
+    return _mean_and_log_sigma(model, params, x)[0]
+
+
+def predictive_cdf(model: ModelSpec, params, x, y) -> jnp.ndarray:
+    """Gaussian predictive CDF at y_i, shape (n,) (regression only; the PIT of one draw)."""
+    if model.likelihood == "class":
+        raise ValueError("predictive_cdf is defined for regression likelihoods only")
+    mean, log_sigma = _mean_and_log_sigma(model, params, x)
+    return norm.cdf(jnp.asarray(y), loc=mean, scale=jnp.exp(log_sigma))

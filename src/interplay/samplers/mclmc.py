@@ -1,0 +1,372 @@
+"""MCLMC (unadjusted microcanonical Langevin) with MILE's tuning schedule, all chains vectorised.
+
+Every chain has its own state, step size and L; all chains advance together (``vmap`` inside
+``lax.scan``). The kernel is BlackJAX 1.7.1's ``blackjax.mcmc.mclmc.build_kernel`` with the
+isokinetic McLachlan integrator and a unit (diagonal) inverse mass matrix.
+
+Warmup of ``warmup_steps`` steps, split by ``phases`` (default 80% / 10% / 10%):
+
+1. Step-size adaptation (BlackJAX's predictor: xi = dE^2 / (dim * desired energy variance),
+   Gaussian weight exp(-(log xi / (6 trust))^2 / 2), exponentially decaying averages with rate
+   (n_eff - 1) / (n_eff + 1), eps = (sum w xi / eps^6 / sum w)^(-1/6), capped below step sizes
+   that produced non-finite values).
+2. The same, while streaming averages of x and x^2 (weighted by the step size) give
+   L = sqrt(sum of parameter variances).
+3. eps and L fixed; L = 0.4 * eps * mean over parameters of (steps / ESS) from the phase-3
+   trace (``blackjax.diagnostics.effective_sample_size``).
+
+The desired energy variance per dimension decays linearly from ``energy_var_start`` to
+``energy_var_end`` over phases 1 and 2 (MILE). BlackJAX's own ``mclmc_find_L_and_step_size``
+keeps it constant and runs one chain at a time, so this module re-implements the schedule on
+top of BlackJAX's kernel and its NaN handler instead of calling that function.
+
+Tuning starts from eps = ``initial_step_size`` and L = max(sqrt(dim), 15) (MILE).
+Then ``steps`` sampling steps keep every ``thin``-th position (the unthinned chain is never stored).
+
+The reported ``energy_variance`` is the sampling phase's mean of dE^2 / dim, the quantity the
+target refers to. The tuner down-weights outlying energy errors, so on heavy-tailed targets
+(BNNs) this plain mean can exceed ``energy_var_end`` several-fold; BlackJAX's tuner does the same.
+
+``logdensity_fn`` and ``progress`` are static jit arguments (hashed by identity): the compiled
+phases are reused across calls with the same function and step counts.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.adaptation.mclmc_adaptation import handle_nans
+from blackjax.diagnostics import effective_sample_size
+from blackjax.mcmc import mclmc as bj_mclmc
+from blackjax.mcmc.integrators import isokinetic_mclachlan
+from blackjax.util import incremental_value_update
+from jax.flatten_util import ravel_pytree
+
+from interplay.samplers import (
+    check_chain_inputs,
+    hashable_callback,
+    maybe_report,
+    per_chain_keys,
+    report_every,
+)
+
+# The McLachlan integrator evaluates the gradient twice per step (the last one is reused).
+GRADS_PER_STEP = 2
+# L = L_FACTOR * eps * (autocorrelation time in steps), as in BlackJAX and MILE.
+L_FACTOR = 0.4
+# A unit diagonal inverse mass matrix (no preconditioning, as in MILE).
+INVERSE_MASS_MATRIX = 1.0
+
+DEFAULTS = {
+    "phases": (0.8, 0.1, 0.1),
+    "energy_var_start": 0.5,
+    "energy_var_end": 0.1,
+    "n_eff": 100,
+    "trust": 1.5,
+    "initial_step_size": 0.01,
+    # Memory bounds of the phase-3 trace used for the ESS (per chain: samples x parameters
+    # floats); MILE's limits. Evenly spaced parameters and steps are kept beyond them.
+    "ess_max_params": 2000,
+    "ess_max_samples": 10000,
+}
+REQUIRED = ("warmup_steps", "steps", "thin")
+
+
+class TuningState(NamedTuple):
+    """Per-chain state of the step-size/L adaptation."""
+
+    step_size: jnp.ndarray
+    L: jnp.ndarray
+    weight_sum: jnp.ndarray  # decayed sum of weights ("time" in BlackJAX)
+    weighted_inverse_eps6: jnp.ndarray  # decayed sum of w * xi / eps^6 ("x_average")
+    step_size_max: jnp.ndarray  # below the step sizes that produced non-finite values
+
+
+# ----------------------------------------------------------------------------- small pure parts
+
+
+def resolve_config(cfg: Mapping) -> dict:
+    """The MCLMC config with defaults filled in, checked; errors name the bad setting."""
+    missing = [name for name in REQUIRED if name not in cfg]
+    if missing:
+        raise KeyError(f"sampler.mclmc lacks {missing}")
+    resolved = {**DEFAULTS, **cfg}
+    for name in ("warmup_steps", "steps", "thin", "n_eff", "ess_max_params", "ess_max_samples"):
+        value = resolved[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"sampler.mclmc.{name} must be a non-negative integer, got {value!r}")
+        resolved[name] = int(value)
+    if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
+        raise ValueError(f"sampler.mclmc.steps ({resolved['steps']}) must be a positive multiple of "
+                         f"thin ({resolved['thin']})")
+    if resolved["ess_max_params"] < 1 or resolved["ess_max_samples"] < 2:
+        raise ValueError("sampler.mclmc.ess_max_params must be >= 1 and ess_max_samples >= 2")
+    for name in ("energy_var_start", "energy_var_end", "n_eff", "trust", "initial_step_size"):
+        value = resolved[name]
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"sampler.mclmc.{name} must be a positive number, got {value!r}")
+    phases = tuple(float(p) for p in resolved["phases"])
+    if len(phases) != 3 or min(phases) < 0 or abs(sum(phases) - 1.0) > 1e-6:
+        raise ValueError(f"sampler.mclmc.phases must be 3 non-negative fractions summing to 1, got {phases}")
+    resolved["phases"] = phases
+    return resolved
+
+
+def phase_lengths(warmup_steps: int, phases: tuple[float, float, float]) -> tuple[int, int, int]:
+    """Steps of the three tuning phases; the rounding remainder goes to phase 3."""
+    n1 = round(warmup_steps * phases[0])
+    n2 = min(round(warmup_steps * phases[1]), warmup_steps - n1)
+    return n1, n2, warmup_steps - n1 - n2
+
+
+def desired_energy_variance(step, decay_steps: int, start: float, end: float):
+    """Linear decay from ``start`` (step 0) to ``end`` (step ``decay_steps``), constant after."""
+    progress = jnp.minimum(step / max(decay_steps, 1), 1.0)
+    return start + (end - start) * progress
+
+
+def step_size_update(tuning: TuningState, energy_change, dim: int, desired_var, trust: float,
+                     decay_rate: float) -> TuningState:
+    """BlackJAX's step-size predictor (Var[dE] = O(eps^6)) for one chain and one step."""
+    xi = jnp.square(energy_change) / (dim * desired_var) + 1e-8  # 1e-8: no log(0)
+    # Down-weight steps whose energy error is far from the desired one.
+    weight = jnp.exp(-0.5 * jnp.square(jnp.log(xi) / (6.0 * trust)))
+    weighted = decay_rate * tuning.weighted_inverse_eps6 + weight * xi / jnp.power(tuning.step_size, 6.0)
+    weight_sum = decay_rate * tuning.weight_sum + weight
+    step_size = jnp.minimum(jnp.power(weighted / weight_sum, -1.0 / 6.0), tuning.step_size_max)
+    return tuning._replace(step_size=step_size, weight_sum=weight_sum, weighted_inverse_eps6=weighted)
+
+
+def l_from_ess(ess: jnp.ndarray, n_steps: int, step_size, fallback_L):
+    """L = 0.4 eps mean(n_steps / ESS) over parameters with a finite, positive ESS."""
+    tau = n_steps / ess
+    finite = jnp.isfinite(tau) & (ess > 0)
+    mean_tau = jnp.sum(jnp.where(finite, tau, 0.0)) / jnp.maximum(jnp.sum(finite), 1)
+    return jnp.where(jnp.any(finite), L_FACTOR * step_size * mean_tau, fallback_L)
+
+
+def ess_coordinates(dim: int, max_params: int) -> np.ndarray:
+    """Evenly spaced flat-parameter indices used for the phase-3 ESS (all if dim <= max_params)."""
+    return np.unique(np.round(np.linspace(0, dim - 1, min(dim, max_params))).astype(np.int64))
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
+              progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+    """Tune and run MCLMC for all chains at once.
+
+    Args:
+        logdensity_fn: unnormalised log density of ONE parameter pytree.
+        initial_positions: parameter pytree, leaves with a leading chain axis.
+        keys: (chains, 2) PRNG keys, one per chain (a chain's result depends on its key only).
+        cfg: ``sampler.mclmc`` (DESIGN.md); optional ``ess_max_params``/``ess_max_samples``
+            bound the phase-3 trace (chains x samples x params floats).
+        progress: optional host callback ``progress(phase, step, total)``, phase ``"warmup"``
+            or ``"sampling"``, called about 100 times per phase.
+
+    Returns:
+        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin.
+        stats: (chain,) numpy arrays ``step_size``, ``L``, ``energy_variance`` (mean dE^2 / dim over
+            the sampling steps), ``diverged`` (a non-finite step while sampling, or non-finite
+            tuned values), ``n_grad_evals``, ``warmup_seconds``, ``sampling_seconds`` (wall time,
+            compilation included, same for all chains of the call).
+
+    The compiled phases are cached on (logdensity_fn, step counts, progress): calling again with
+    the same log density and step counts does not recompile.
+    """
+    cfg = resolve_config(cfg)
+    n_chains = check_chain_inputs(initial_positions, keys)
+    progress = hashable_callback(progress)
+    init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
+    one_position = jax.tree.map(lambda leaf: leaf[0], initial_positions)
+    dim = int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(one_position)))
+    warmup_steps = cfg["warmup_steps"]
+    n1, n2, n3 = phase_lengths(warmup_steps, cfg["phases"])
+    # Float settings are traced (changing them does not recompile); step counts are static.
+    targets = {
+        "energy_var_start": jnp.asarray(cfg["energy_var_start"]),
+        "energy_var_end": jnp.asarray(cfg["energy_var_end"]),
+        "trust": jnp.asarray(cfg["trust"]),
+        "decay_rate": jnp.asarray((cfg["n_eff"] - 1.0) / (cfg["n_eff"] + 1.0)),
+    }
+
+    start = time.perf_counter()
+    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn)
+    # MILE starts from L = max(sqrt(dim), 15); eps from the config.
+    dtype = jnp.result_type(*jax.tree.leaves(one_position))
+    tuning = TuningState(
+        step_size=jnp.full((n_chains,), cfg["initial_step_size"], dtype),
+        L=jnp.full((n_chains,), max(math.sqrt(dim), 15.0), dtype),
+        weight_sum=jnp.zeros((n_chains,), dtype),
+        weighted_inverse_eps6=jnp.zeros((n_chains,), dtype),
+        step_size_max=jnp.full((n_chains,), jnp.inf, dtype),
+    )
+    if n1 + n2 > 0:
+        states, tuning = _tune_step_size_and_L(states, tuning, tune_keys, targets, logdensity_fn=logdensity_fn,
+                                               n1=n1, n2=n2, total=warmup_steps, progress=progress)
+    if n3 >= 2:
+        stride = -(-n3 // cfg["ess_max_samples"])  # ceil: keep at most ess_max_samples positions
+        coords = jnp.asarray(ess_coordinates(dim, cfg["ess_max_params"]))
+        states, tuning = _tune_L_by_ess(states, tuning, ess_keys, coords, logdensity_fn=logdensity_fn,
+                                        offset=n1 + n2, n3=n3, stride=stride, total=warmup_steps,
+                                        progress=progress)
+    elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
+        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3)
+    jax.block_until_ready(states)
+    if progress is not None:
+        progress("warmup", warmup_steps, warmup_steps)
+    warmup_seconds = time.perf_counter() - start
+
+    start = time.perf_counter()
+    states, draws, energy_sq_sum, any_nonfinite = _sample(
+        states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
+        n_draws=cfg["steps"] // cfg["thin"], progress=progress)
+    jax.block_until_ready(draws)
+    if progress is not None:
+        progress("sampling", cfg["steps"], cfg["steps"])
+    sampling_seconds = time.perf_counter() - start
+
+    final_finite = jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position)
+    tuned_finite = jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)
+    diverged = any_nonfinite | ~final_finite | ~tuned_finite
+    stats = {
+        "step_size": np.asarray(tuning.step_size),
+        "L": np.asarray(tuning.L),
+        "energy_variance": np.asarray(energy_sq_sum / (cfg["steps"] * dim)),
+        "diverged": np.asarray(diverged, dtype=bool),
+        "n_grad_evals": np.full(n_chains, 1 + GRADS_PER_STEP * (warmup_steps + cfg["steps"]), dtype=np.int64),
+        "warmup_seconds": np.full(n_chains, warmup_seconds),
+        "sampling_seconds": np.full(n_chains, sampling_seconds),
+    }
+    return draws, stats
+
+
+_KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
+
+
+def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t):
+    """One MCLMC step of every chain (own key, L and step size); step index t seeds the keys."""
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+
+    def one(key, state, L, step_size):
+        return _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
+
+    return jax.vmap(one)(step_keys, states, tuning.L, tuning.step_size)
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn",))
+def _init_states(positions, keys, *, logdensity_fn):
+    return jax.vmap(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key))(positions, keys)
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress"))
+def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress):
+    """Phases 1 and 2: step-size adaptation under the decaying energy-variance target, then L."""
+    n_chains = keys.shape[0]
+    dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
+    every = report_every(n1 + n2)
+
+    def chain_step(state, tuning, stream, reference, key, desired_var, accumulate):
+        kernel_key, nan_key = jax.random.split(key)
+        next_state, info = _KERNEL(kernel_key, state, logdensity_fn, INVERSE_MASS_MATRIX, tuning.L,
+                                   tuning.step_size)
+        # BlackJAX's adaptation NaN handler: revert the step, shrink the largest allowed eps.
+        success, state, step_size_max, energy_change = handle_nans(
+            state, next_state, tuning.step_size, tuning.step_size_max,
+            info.energy_change, info.nonans, nan_key)
+        moved_with = tuning.step_size
+        tuning = step_size_update(tuning._replace(step_size_max=step_size_max), energy_change, dim,
+                                  desired_var, targets["trust"], targets["decay_rate"])
+        # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
+        shifted = ravel_pytree(state.position)[0] - reference
+        stream = incremental_value_update(
+            expectation=jnp.stack([shifted, jnp.square(shifted)]),
+            incremental_val=stream,
+            weight=accumulate * success * moved_with,
+        )
+        return state, tuning, stream
+
+    def body(carry, t):
+        states, tuning, stream, reference = carry
+        desired_var = desired_energy_variance(t, n1 + n2, targets["energy_var_start"], targets["energy_var_end"])
+        accumulate = (t >= n1).astype(tuning.step_size.dtype)
+        # The phase-2 reference point: each chain's position when phase 2 starts.
+        flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
+        reference = jnp.where(t == n1, flat, reference)
+        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+        states, tuning, stream = jax.vmap(chain_step, in_axes=(0, 0, 0, 0, 0, None, None))(
+            states, tuning, stream, reference, step_keys, desired_var, accumulate)
+        maybe_report(progress, "warmup", t + 1, total, every)
+        return (states, tuning, stream, reference), None
+
+    stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
+    reference = jnp.zeros((n_chains, dim))
+    (states, tuning, stream, _), _ = jax.lax.scan(body, (states, tuning, stream, reference), jnp.arange(n1 + n2))
+    if n2 > 1:
+        _, moments = stream
+        variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
+        tuning = tuning._replace(L=jnp.sqrt(jnp.sum(variances, axis=-1)))
+    return states, tuning
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress"))
+def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress):
+    """Phase 3: fixed eps and L; L from the ESS of (a bounded subset of) the trace."""
+    n_stored = n3 // stride
+    every = report_every(n3)
+
+    def advance(states, t):
+        states, _ = _chains_step(logdensity_fn, states, tuning, keys, t)
+        maybe_report(progress, "warmup", offset + t + 1, total, every)
+        return states, None
+
+    def record(states, s):
+        states, _ = jax.lax.scan(advance, states, s * stride + jnp.arange(stride))
+        return states, jax.vmap(lambda pos: ravel_pytree(pos)[0][coords])(states.position)
+
+    states, trace = jax.lax.scan(record, states, jnp.arange(n_stored))
+    # Remaining steps beyond the last stored position (when stride does not divide n3).
+    states, _ = jax.lax.scan(advance, states, jnp.arange(n_stored * stride, n3))
+    trace = jnp.swapaxes(trace, 0, 1)  # (chain, sample, coordinate)
+    ess = jax.lax.map(lambda chain_trace: effective_sample_size(chain_trace[None]), trace,
+                      batch_size=min(trace.shape[0], 16))
+    new_L = jax.vmap(l_from_ess, in_axes=(0, None, 0, 0))(ess, n_stored * stride, tuning.step_size, tuning.L)
+    return states, tuning._replace(L=new_L)
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps"))
+def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps):
+    return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t)[0], None),
+                        states, jnp.arange(n_steps))[0]
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress):
+    """Sampling: n_draws * thin steps, keeping every thin-th position."""
+    n_chains = keys.shape[0]
+    total = n_draws * thin
+    every = report_every(total)
+
+    def step(carry, t):
+        states, energy_sq_sum, any_nonfinite = carry
+        states, info = _chains_step(logdensity_fn, states, tuning, keys, t)
+        maybe_report(progress, "sampling", t + 1, total, every)
+        return (states, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans), None
+
+    def draw(carry, d):
+        carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
+        return carry, carry[0].position
+
+    carry = (states, jnp.zeros((n_chains,)), jnp.zeros((n_chains,), bool))
+    (states, energy_sq_sum, any_nonfinite), draws = jax.lax.scan(draw, carry, jnp.arange(n_draws))
+    draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
+    return states, draws, energy_sq_sum, any_nonfinite

@@ -1,0 +1,353 @@
+"""One sampling job: a block of chains of one run, from prepared data to a block posterior file.
+
+Block ``b`` holds global chains ``[b * block_size, min((b + 1) * block_size, chains))``; chain ``c``
+uses only ``fold_in(PRNGKey(seed), c)`` (and keys derived from it), so its draws do not depend on
+the block it ran in. Sampler kinds:
+
+- ``mile``: deep-ensemble warm start (AdamW, vectorised) -> MCLMC tuning and sampling per chain.
+- ``nuts``: NUTS (window adaptation) from the warm-start members.
+- ``de``: the warm-start members alone, one draw per chain.
+- ``mfvi``: mean-field VI (NumPyro AutoNormal), draws from each chain's fitted guide.
+
+Predictive quantities over the test split (DESIGN.md group ``predictive``) are computed per
+chain with a scan over draws, in chain chunks, so memory stays bounded for large blocks.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import math
+import os
+import platform
+import subprocess
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from interplay.config import n_blocks
+from interplay.models import (
+    ModelSpec,
+    PriorSpec,
+    make_logdensity,
+    pointwise_log_likelihood,
+    predictive_cdf,
+    predictive_mean,
+)
+from interplay.posterior_io import REQUIRED_STATS, write_block
+
+SAMPLER_KINDS = ("mile", "nuts", "de", "mfvi")
+# Sub-keys of each chain key: one independent stream per stage of the job.
+WARMSTART_STREAM, SAMPLER_STREAM = 0, 1
+# Predictive chunking: at most this many (chain x test point x unit) floats of activations at once.
+PREDICTIVE_MAX_ELEMENTS = 2**24
+PROGRESS_MIN_SECONDS = 5.0
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- blocks and keys
+
+
+def block_chains(run: Mapping, block: int) -> range:
+    """Global chain indices of `block`."""
+    total = n_blocks(run)
+    chains, block_size = int(run["sampler"]["chains"]), int(run["sampler"]["block_size"])
+    if not isinstance(block, (int, np.integer)) or not 0 <= block < total:
+        raise ValueError(f"run {run.get('name')!r} has blocks 0..{total - 1} ({chains} chains, block_size "
+                         f"{block_size}); got block {block!r}")
+    return range(block * block_size, min((block + 1) * block_size, chains))
+
+
+def chain_keys(seed: int, chains) -> jax.Array:
+    """(len(chains), 2) keys, chain c's = fold_in(PRNGKey(seed), c): independent of the job."""
+    indices = jnp.asarray(list(chains), dtype=jnp.uint32)
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(jax.random.PRNGKey(seed), indices)
+
+
+def _stream(keys: jax.Array, stream: int) -> jax.Array:
+    return jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, stream)
+
+
+# ----------------------------------------------------------------------------- progress logging
+
+
+class ProgressLog:
+    """Rate-limited progress lines (phase, step, steps/s, ETA) to a path, a logger or this module's logger."""
+
+    def __init__(self, log=None, prefix: str = "", min_seconds: float = PROGRESS_MIN_SECONDS,
+                 clock: Callable[[], float] = time.monotonic):
+        self.log, self.prefix, self.min_seconds, self.clock = log, prefix, min_seconds, clock
+        self.phase, self.last_step = None, None
+        self.phase_start = self.phase_first_step = self.last_report = 0.0
+
+    def info(self, message: str) -> None:
+        message = f"{self.prefix}{message}"
+        if self.log is None:
+            logger.info(message)
+        elif isinstance(self.log, logging.Logger):
+            self.log.info(message)
+        else:
+            with open(self.log, "a") as fh:
+                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+    def __call__(self, phase: str, step, total) -> None:
+        step, total = int(np.asarray(step).ravel()[0]), int(total)
+        now = self.clock()
+        if phase != self.phase:
+            self.phase, self.phase_start, self.phase_first_step = phase, now, step
+            self.last_report = -math.inf
+        finished = step >= total
+        if (step, total) == self.last_step or (not finished and now - self.last_report < self.min_seconds):
+            return
+        self.last_report, self.last_step = now, (step, total)
+        elapsed = now - self.phase_start
+        rate = (step - self.phase_first_step) / elapsed if elapsed > 0 else 0.0
+        speed = f"{rate:.1f} steps/s, ETA {(total - step) / rate:.0f} s" if rate > 0 else "starting"
+        self.info(f"{phase}: step {step}/{total}, {speed}")
+
+
+# ----------------------------------------------------------------------------- predictive
+
+
+def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_diag: int,
+                          max_elements: int = PREDICTIVE_MAX_ELEMENTS) -> dict[str, np.ndarray]:
+    """DESIGN.md's predictive group from draws {leaf: (chain, draw, ...)} over (x_test, y_test).
+
+    Per chain, a scan over draws accumulates logsumexp of the pointwise log likelihood, the mean
+    prediction and (regression) the mean predictive CDF; chains go in chunks of equal size so the
+    memory is bounded by ``max_elements`` activations. ``pred_draws`` holds per-draw predicted means
+    at the first `n_diag` test points (classification: the probability of the observed class).
+    """
+    x_test = jnp.asarray(x_test, jnp.float32)
+    y_test = jnp.asarray(y_test)
+    n_test = x_test.shape[0]
+    if n_test == 0:
+        raise ValueError("the test split is empty: no predictive quantities")
+    n_diag = min(int(n_diag), n_test)
+    classification = model.likelihood == "class"
+    leaves = {name: jnp.asarray(value) for name, value in draws.items()}
+    n_chain, n_draw = next(iter(leaves.values())).shape[:2]
+
+    def per_chain(params_by_draw):
+        def step(carry, params):
+            log_density_sum, mean_sum, cdf_sum = carry
+            log_lik = pointwise_log_likelihood(model, params, x_test, y_test)
+            mean = predictive_mean(model, params, x_test)
+            if classification:
+                cdf = cdf_sum
+                observed = y_test[:n_diag, None].astype(jnp.int32)
+                diag = jnp.take_along_axis(mean[:n_diag], observed, axis=1)[:, 0]
+            else:
+                cdf = cdf_sum + predictive_cdf(model, params, x_test, y_test)
+                diag = mean[:n_diag]
+            return (jnp.logaddexp(log_density_sum, log_lik), mean_sum + mean, cdf), diag
+
+        mean_shape = (n_test, model.out_dim) if classification else (n_test,)
+        init = (jnp.full(n_test, -jnp.inf), jnp.zeros(mean_shape), jnp.zeros(n_test))
+        (log_density_sum, mean_sum, cdf_sum), diag = jax.lax.scan(step, init, params_by_draw)
+        return log_density_sum - jnp.log(n_draw), mean_sum / n_draw, cdf_sum / n_draw, diag
+
+    width = max(model.units)
+    chunk = int(max(1, min(n_chain, max_elements // max(1, n_test * width))))
+    compute = jax.jit(jax.vmap(per_chain))
+    outputs = []
+    for start in range(0, n_chain, chunk):
+        piece = {k: v[start:start + chunk] for k, v in leaves.items()}
+        size = next(iter(piece.values())).shape[0]
+        if size < chunk:  # pad to the common chunk size: one compilation for all chunks
+            piece = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - size, axis=0)])
+                     for k, v in piece.items()}
+        outputs.append([np.asarray(o[:size]) for o in compute(piece)])
+    log_pred_density, pred_mean, pit, pred_draws = (np.concatenate(parts) for parts in zip(*outputs))
+    result = {"log_pred_density": log_pred_density, "pred_mean": pred_mean,
+              "pred_draws": pred_draws, "y_test": np.asarray(y_test)}
+    if not classification:
+        result["pit"] = pit
+    return result
+
+
+# ----------------------------------------------------------------------------- provenance
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for package in ("jax", "jaxlib", "blackjax", "numpyro", "optax", "interplay"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "unknown"
+    return found
+
+
+def git_commit() -> str:
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parent, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    commit = result.stdout.strip()
+    return commit if result.returncode == 0 and commit else "unknown"
+
+
+def device_description() -> str:
+    device = jax.devices()[0]
+    return f"{jax.default_backend()}: {device.device_kind} (x{jax.device_count()})"
+
+
+def warn_if_gpu_unused(log) -> None:
+    """A job that was given a GPU (CUDA_VISIBLE_DEVICES) but runs on the CPU still works: say so loudly."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "")
+    if visible and jax.default_backend() == "cpu":
+        message = (f"CUDA_VISIBLE_DEVICES={visible} but JAX runs on the CPU (no CUDA jaxlib?): falling back to "
+                   "CPU; install envs/cuda.yaml for GPU sampling")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        if isinstance(log, logging.Logger):
+            log.warning(message)
+
+
+# ----------------------------------------------------------------------------- the job
+
+
+def _load_data(run: Mapping, data_path):
+    from interplay.data import load_split
+
+    splits = {name: load_split(data_path, name) for name in ("train", "valid", "test")}
+    max_train = run.get("data", {}).get("max_train_points")
+    if max_train is not None:  # rows are shuffled: the first n are a random subset
+        x, y = splits["train"]
+        splits["train"] = (x[: int(max_train)], y[: int(max_train)])
+    return splits
+
+
+def _n_classes(run: Mapping, splits) -> int | None:
+    if run["model"]["likelihood"] != "class":
+        return None
+    labels = np.concatenate([np.asarray(y) for _, y in splits.values()])
+    return int(labels.max()) + 1
+
+
+def _nonfinite_per_chain(tree) -> np.ndarray:
+    """Chains (leading axis) with any non-finite value in any leaf; evaluated where the arrays live."""
+    flags = [~jnp.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1) for leaf in jax.tree.leaves(tree)]
+    return np.asarray(jnp.stack(flags).any(axis=0))
+
+
+def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> None:
+    """Sample the chains of `block` of `run` on the prepared data at `data_path`; write `out_path`.
+
+    Raises RuntimeError naming run, block and cause when every chain of the block diverged.
+    """
+    job_start = time.perf_counter()
+    name = run.get("name", "unknown")
+    chains = block_chains(run, block)
+    sampler = run["sampler"]
+    kind = sampler.get("kind")
+    if kind not in SAMPLER_KINDS:
+        raise ValueError(f"run {name!r}: sampler.kind must be one of {SAMPLER_KINDS}, got {kind!r}")
+    progress = ProgressLog(log, prefix=f"[{name} block {block}] ")
+    warn_if_gpu_unused(log)
+    progress.info(f"{kind}: chains {chains.start}..{chains.stop - 1} on {device_description()}")
+
+    splits = _load_data(run, data_path)
+    (x_train, y_train), (x_valid, y_valid), (x_test, y_test) = (splits[s] for s in ("train", "valid", "test"))
+    model = ModelSpec.from_run(run, in_dim=int(np.shape(x_train)[1]), n_classes=_n_classes(run, splits))
+    prior = PriorSpec.from_run(run, model)
+    y_dtype = jnp.int32 if model.likelihood == "class" else jnp.float32
+    x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, y_dtype)
+    keys = chain_keys(int(sampler["seed"]), chains)
+    n_chain = len(chains)
+    nan = np.full(n_chain, np.nan)
+    stats: dict[str, np.ndarray] = {}
+    causes: dict[str, np.ndarray] = {}
+
+    members = None
+    if kind in ("mile", "nuts", "de"):
+        from interplay.samplers.warmstart import train_ensemble_with_info, warmstart_grad_evals
+
+        start = time.perf_counter()
+        members, val_loss, epochs = train_ensemble_with_info(
+            model, prior, x_train, y_train, np.asarray(x_valid), np.asarray(y_valid, y_dtype),
+            _stream(keys, WARMSTART_STREAM), sampler["warmstart"], progress=progress)
+        val_loss = np.asarray(jax.block_until_ready(val_loss), np.float64)
+        stats["warmstart_seconds"] = np.full(n_chain, time.perf_counter() - start)
+        stats["warmstart_epochs"] = np.asarray(epochs, np.int64)
+        stats["warmstart_grad_evals"] = np.asarray(
+            warmstart_grad_evals(np.asarray(epochs, np.int64), x_train.shape[0],
+                                 int(sampler["warmstart"]["batch_size"])), np.int64)
+        stats["warmstart_val_loss"] = val_loss
+        causes["non-finite warm-start validation loss"] = ~np.isfinite(val_loss)
+        finite_loss = val_loss[np.isfinite(val_loss)]
+        median = f"{np.median(finite_loss):.4g}" if finite_loss.size else "none finite"
+        seconds = stats["warmstart_seconds"][0]
+        progress.info(f"warm start done in {seconds:.1f} s, median validation NLL {median}")
+    else:
+        stats["warmstart_val_loss"] = nan
+
+    sampler_keys = _stream(keys, SAMPLER_STREAM)
+    if kind in ("mile", "nuts"):
+        logdensity = make_logdensity(model, prior, x_train, y_train)
+        run_fn = _sampler_fn(kind)
+        cfg = sampler["mclmc" if kind == "mile" else "nuts"]
+        draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=progress)
+        sampler_stats = dict(sampler_stats)
+        sampler_flag = np.asarray(sampler_stats.pop("diverged"), bool)
+        if kind == "mile":  # MCLMC's flag marks non-finite energies/steps; NUTS's also counts divergent
+            energy_variance = np.asarray(sampler_stats["energy_variance"])
+            causes["non-finite energies"] = sampler_flag | ~np.isfinite(energy_variance)
+        stats.update(sampler_stats)
+    elif kind == "de":
+        draws = jax.tree.map(lambda leaf: leaf[:, None], members)
+        stats.update(step_size=nan, L=nan, energy_variance=nan, warmup_seconds=np.zeros(n_chain),
+                     sampling_seconds=np.zeros(n_chain), n_grad_evals=np.zeros(n_chain, np.int64))
+    else:
+        from interplay.samplers.mfvi import run_mfvi
+
+        draws, mfvi_stats = run_mfvi(model, prior, x_train, y_train, sampler_keys, sampler["mfvi"],
+                                     progress=progress)
+        mfvi_stats = {k: np.asarray(v) for k, v in mfvi_stats.items()}
+        causes["non-finite ELBO"] = mfvi_stats.pop("diverged").astype(bool)
+        stats.update(step_size=nan, L=nan, energy_variance=nan, **mfvi_stats)
+
+    draws = {leaf: jnp.asarray(value, jnp.float32) for leaf, value in draws.items()}  # stay on the device
+    causes["non-finite positions"] = _nonfinite_per_chain(draws)
+    diverged = np.any(list(causes.values()), axis=0)
+    stats["diverged"] = diverged.astype(np.int8)
+    if diverged.all():
+        counts = ", ".join(f"{cause}: {int(flags.sum())}" for cause, flags in causes.items() if flags.any())
+        raise RuntimeError(f"run {name!r} block {block}: all {n_chain} chains diverged ({counts})")
+    if diverged.any():
+        progress.info(f"{int(diverged.sum())} of {n_chain} chains diverged: "
+                      f"{[c for c, d in zip(chains, diverged) if d]}")
+
+    start = time.perf_counter()
+    n_diag = int(run.get("diagnostics", {}).get("pred_draw_points", 16))
+    predictive = predictive_quantities(model, draws, np.asarray(x_test), np.asarray(y_test, y_dtype), n_diag)
+    stats["predictive_seconds"] = np.full(n_chain, time.perf_counter() - start)
+    draws = {leaf: np.asarray(value) for leaf, value in draws.items()}
+    for stat in REQUIRED_STATS:
+        stats.setdefault(stat, nan)
+    stats = {k: np.asarray(v) for k, v in stats.items()}
+    stats["n_grad_evals"] = stats["n_grad_evals"].astype(np.int64)
+
+    attrs = {"block": int(block), "versions": versions(), "git_commit": git_commit(),
+             "device": device_description(), "sampler_kind": kind,
+             "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
+    write_block(out_path, draws, stats, predictive, model=model, run=run, chains=chains, attrs=attrs)
+    progress.info(f"wrote {out_path} in {time.perf_counter() - job_start:.1f} s total")
+
+
+def _sampler_fn(kind: str):
+    if kind == "mile":
+        from interplay.samplers.mclmc import run_mclmc
+
+        return run_mclmc
+    from interplay.samplers.nuts import run_nuts
+
+    return run_nuts
+
