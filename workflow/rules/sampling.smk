@@ -13,8 +13,9 @@ rule sample:
     threads: 1
     # gpu is requested per profile (slurm/, profiles/workstation/): the rule itself runs on CPU too.
     resources:
-        mem_mb=lambda w: study_config.sample_resources(RUNS[w.run])["mem_mb"],
-        runtime=lambda w: study_config.sample_resources(RUNS[w.run])["runtime"],
+        # a retry (profile `retries`) after a timeout or out-of-memory kill gets more of both
+        mem_mb=lambda w, attempt: attempt * study_config.sample_resources(RUNS[w.run])["mem_mb"],
+        runtime=lambda w, attempt: attempt * study_config.sample_resources(RUNS[w.run])["runtime"],
     conda:
         SAMPLE_ENV
     script:

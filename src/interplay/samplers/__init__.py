@@ -19,6 +19,24 @@ import jax.numpy as jnp
 PROGRESS_REPORTS_PER_PHASE = 100
 
 
+def chain_batch_size(requested: int | None, n_chains: int) -> int:
+    """Chains advanced together in one vectorised group: all of them unless `requested` caps it.
+
+    Smaller groups bound the memory of very large blocks (e.g. 10,000 chains on one GPU). On the CPU
+    they were no faster for the airfoil net (benchmarks/bench_sampling.py --chain-batch 64 8 2).
+    """
+    return n_chains if requested is None else max(1, min(int(requested), n_chains))
+
+
+def map_chains(fn: Callable, args: tuple, batch_size: int):
+    """`vmap(fn)(*args)` over the leading chain axis, in vectorised groups of `batch_size` chains
+    (`lax.map` with a batch size: a loop over groups, each group vectorised)."""
+    n_chains = jax.tree.leaves(args)[0].shape[0]
+    if batch_size >= n_chains:
+        return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda chain_args: fn(*chain_args), args, batch_size=batch_size)
+
+
 def check_chain_inputs(initial_positions, keys) -> int:
     """Number of chains; errors when positions and keys disagree on it."""
     leaves = jax.tree.leaves(initial_positions)

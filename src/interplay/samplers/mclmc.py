@@ -50,8 +50,10 @@ from blackjax.util import incremental_value_update
 from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
+    chain_batch_size,
     check_chain_inputs,
     hashable_callback,
+    map_chains,
     maybe_report,
     per_chain_keys,
     report_every,
@@ -75,6 +77,8 @@ DEFAULTS = {
     # floats); MILE's limits. Evenly spaced parameters and steps are kept beyond them.
     "ess_max_params": 2000,
     "ess_max_samples": 10000,
+    # Chains per vectorised group (None: all; a cap bounds the memory of huge blocks).
+    "chain_batch": None,
 }
 REQUIRED = ("warmup_steps", "steps", "thin")
 
@@ -106,6 +110,10 @@ def resolve_config(cfg: Mapping) -> dict:
     if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
         raise ValueError(f"sampler.mclmc.steps ({resolved['steps']}) must be a positive multiple of "
                          f"thin ({resolved['thin']})")
+    if resolved["chain_batch"] is not None and (isinstance(resolved["chain_batch"], bool) or not isinstance(
+            resolved["chain_batch"], (int, np.integer)) or resolved["chain_batch"] < 1):
+        raise ValueError(f"sampler.mclmc.chain_batch must be a positive integer or null, got "
+                         f"{resolved['chain_batch']!r}")
     if resolved["ess_max_params"] < 1 or resolved["ess_max_samples"] < 2:
         raise ValueError("sampler.mclmc.ess_max_params must be >= 1 and ess_max_samples >= 2")
     for name in ("energy_var_start", "energy_var_end", "n_eff", "trust", "initial_step_size"):
@@ -185,6 +193,7 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
+    batch = chain_batch_size(cfg["chain_batch"], n_chains)
     progress = hashable_callback(progress)
     init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
     one_position = jax.tree.map(lambda leaf: leaf[0], initial_positions)
@@ -212,15 +221,16 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     )
     if n1 + n2 > 0:
         states, tuning = _tune_step_size_and_L(states, tuning, tune_keys, targets, logdensity_fn=logdensity_fn,
-                                               n1=n1, n2=n2, total=warmup_steps, progress=progress)
+                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, batch=batch)
     if n3 >= 2:
         stride = -(-n3 // cfg["ess_max_samples"])  # ceil: keep at most ess_max_samples positions
         coords = jnp.asarray(ess_coordinates(dim, cfg["ess_max_params"]))
         states, tuning = _tune_L_by_ess(states, tuning, ess_keys, coords, logdensity_fn=logdensity_fn,
                                         offset=n1 + n2, n3=n3, stride=stride, total=warmup_steps,
-                                        progress=progress)
+                                        progress=progress, batch=batch)
     elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
-        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3)
+        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3,
+                              batch=batch)
     jax.block_until_ready(states)
     if progress is not None:
         progress("warmup", warmup_steps, warmup_steps)
@@ -229,7 +239,7 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     start = time.perf_counter()
     states, draws, energy_sq_sum, any_nonfinite = _sample(
         states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
-        n_draws=cfg["steps"] // cfg["thin"], progress=progress)
+        n_draws=cfg["steps"] // cfg["thin"], progress=progress, batch=batch)
     jax.block_until_ready(draws)
     if progress is not None:
         progress("sampling", cfg["steps"], cfg["steps"])
@@ -253,14 +263,15 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 _KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
 
 
-def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t):
-    """One MCLMC step of every chain (own key, L and step size); step index t seeds the keys."""
+def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t, batch):
+    """One MCLMC step of every chain (own key, L and step size), `batch` chains vectorised at a time;
+    step index t seeds the keys."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
 
     def one(key, state, L, step_size):
         return _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
 
-    return jax.vmap(one)(step_keys, states, tuning.L, tuning.step_size)
+    return map_chains(one, (step_keys, states, tuning.L, tuning.step_size), batch)
 
 
 @partial(jax.jit, static_argnames=("logdensity_fn",))
@@ -268,8 +279,8 @@ def _init_states(positions, keys, *, logdensity_fn):
     return jax.vmap(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key))(positions, keys)
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress"))
-def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "batch"))
+def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, batch):
     """Phases 1 and 2: step-size adaptation under the decaying energy-variance target, then L."""
     n_chains = keys.shape[0]
     dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
@@ -303,8 +314,9 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
         flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
         reference = jnp.where(t == n1, flat, reference)
         step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-        states, tuning, stream = jax.vmap(chain_step, in_axes=(0, 0, 0, 0, 0, None, None))(
-            states, tuning, stream, reference, step_keys, desired_var, accumulate)
+        states, tuning, stream = map_chains(
+            lambda *chain_args: chain_step(*chain_args, desired_var, accumulate),
+            (states, tuning, stream, reference, step_keys), batch)
         maybe_report(progress, "warmup", t + 1, total, every)
         return (states, tuning, stream, reference), None
 
@@ -318,14 +330,14 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
     return states, tuning
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress"))
-def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress", "batch"))
+def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress, batch):
     """Phase 3: fixed eps and L; L from the ESS of (a bounded subset of) the trace."""
     n_stored = n3 // stride
     every = report_every(n3)
 
     def advance(states, t):
-        states, _ = _chains_step(logdensity_fn, states, tuning, keys, t)
+        states, _ = _chains_step(logdensity_fn, states, tuning, keys, t, batch)
         maybe_report(progress, "warmup", offset + t + 1, total, every)
         return states, None
 
@@ -343,14 +355,14 @@ def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, s
     return states, tuning._replace(L=new_L)
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps"))
-def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps):
-    return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t)[0], None),
+@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps", "batch"))
+def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, batch):
+    return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t, batch)[0], None),
                         states, jnp.arange(n_steps))[0]
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "batch"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, batch):
     """Sampling: n_draws * thin steps, keeping every thin-th position."""
     n_chains = keys.shape[0]
     total = n_draws * thin
@@ -358,7 +370,7 @@ def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress):
 
     def step(carry, t):
         states, energy_sq_sum, any_nonfinite = carry
-        states, info = _chains_step(logdensity_fn, states, tuning, keys, t)
+        states, info = _chains_step(logdensity_fn, states, tuning, keys, t, batch)
         maybe_report(progress, "sampling", t + 1, total, every)
         return (states, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans), None
 
