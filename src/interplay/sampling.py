@@ -297,7 +297,9 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=progress)
         sampler_stats = dict(sampler_stats)
         sampler_flag = np.asarray(sampler_stats.pop("diverged"), bool)
-        if kind == "mile":  # MCLMC's flag marks non-finite energies/steps; NUTS's also counts divergent
+        # Both samplers flag non-finite states; for NUTS the non-finite draws are caught below, and its
+        # ordinary divergent transitions stay in `n_divergent` without dropping the chain.
+        if kind == "mile":
             energy_variance = np.asarray(sampler_stats["energy_variance"])
             causes["non-finite energies"] = sampler_flag | ~np.isfinite(energy_variance)
         stats.update(sampler_stats)
