@@ -15,7 +15,6 @@ import xarray as xr
 from interplay.models import ModelSpec, param_shapes
 from interplay.posterior_io import (
     GROUPS,
-    iter_chain_chunks,
     merge_blocks,
     open_posterior,
     read_root_attrs,
@@ -221,20 +220,3 @@ def test_arviz_opens_merged_file(tmp_path):
     assert idata.posterior.sizes["chain"] == 5 and idata.posterior.sizes["draw"] == N_DRAW
     # A standard ArviZ diagnostic runs on the merged posterior.
     assert arviz.rhat(idata, var_names=["log_sigma"])["log_sigma"].shape == ()
-
-
-def test_iter_chain_chunks_streams_all_chains(tmp_path):
-    paths = [tmp_path / f"block-{b}.nc" for b in range(3)]
-    for b, chains in enumerate([range(3), range(3, 6), range(6, 7)]):
-        write_fake(paths[b], chains, seed=b)
-    merge_blocks(paths, tmp_path / "merged.nc")
-    full = open_posterior(tmp_path / "merged.nc")["predictive"]
-    chunks = list(iter_chain_chunks(tmp_path / "merged.nc", "predictive", ["log_pred_density", "y_test"]))
-    assert [c.sizes["chain"] for c in chunks] == [3, 3, 1]  # the stored chunking by default
-    assert set(chunks[0].data_vars) == {"log_pred_density", "y_test"}
-    xr.testing.assert_equal(xr.concat([c["log_pred_density"] for c in chunks], "chain"),
-                            full["log_pred_density"])
-    chunks = iter_chain_chunks(tmp_path / "merged.nc", "posterior", chunk_chains=4)
-    assert [c.sizes["chain"] for c in chunks] == [4, 3]
-    with pytest.raises(KeyError, match="no variables"):
-        next(iter_chain_chunks(tmp_path / "merged.nc", "posterior", ["nope"]))

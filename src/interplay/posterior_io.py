@@ -1,4 +1,5 @@
-"""Posterior files: block writing (atomic), streaming merge along `chain`, and streaming reads.
+"""Posterior files: block writing (atomic) and streaming merge along `chain` (streaming reads for
+analyses: `interplay.analysis.streaming.iter_chain_blocks`).
 
 Layout (docs/DESIGN.md): a NetCDF4 file with groups ``posterior`` (float32 draws, dims
 ``chain``, ``draw``, unit dims), ``sample_stats`` (per chain) and ``predictive`` (float64, over
@@ -17,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -423,35 +424,3 @@ def open_posterior(path) -> dict[str, xr.Dataset]:
         ds.attrs = {**root, **ds.attrs}
         datasets[group] = ds
     return datasets
-
-
-def iter_chain_chunks(path, group: str, variables: Sequence[str] | None = None,
-                      chunk_chains: int | None = None) -> Iterator[xr.Dataset]:
-    """Yield `group` (optionally only `variables`) in loaded chunks of `chunk_chains` chains.
-
-    The default chunk is the file's chain chunk of the group's first chain-dimensioned variable,
-    so each yielded Dataset decompresses whole HDF5 chunks exactly once.
-    """
-    if group not in GROUPS:
-        raise ValueError(f"unknown group {group!r}; groups: {GROUPS}")
-    with xr.open_dataset(path, group=group, engine="netcdf4") as ds:
-        if variables is not None:
-            unknown = sorted(set(variables) - set(ds.data_vars))
-            if unknown:
-                raise KeyError(f"{path}/{group} has no variables {unknown}; it has {sorted(ds.data_vars)}")
-            ds = ds[list(variables)]
-        if chunk_chains is None:
-            chunk_chains = _stored_chain_chunk(path, group)
-        if chunk_chains < 1:
-            raise ValueError(f"chunk_chains must be positive, got {chunk_chains}")
-        n_chain = ds.sizes["chain"]
-        for start in range(0, n_chain, chunk_chains):
-            yield ds.isel(chain=slice(start, start + chunk_chains)).load()
-
-
-def _stored_chain_chunk(path, group: str) -> int:
-    with netCDF4.Dataset(path) as nc:
-        for var in nc[group].variables.values():
-            if "chain" in var.dimensions and var.name != "chain" and isinstance(var.chunking(), list):
-                return int(var.chunking()[var.dimensions.index("chain")])
-        return max(1, len(nc[group].dimensions["chain"]))
