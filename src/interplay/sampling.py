@@ -20,7 +20,6 @@ import logging
 import math
 import os
 import platform
-import subprocess
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -186,13 +185,10 @@ def versions() -> dict[str, str]:
 
 
 def git_commit() -> str:
-    try:
-        result = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parent, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    commit = result.stdout.strip()
-    return commit if result.returncode == 0 and commit else "unknown"
+    """The source checkout's commit, or "unknown" outside git."""
+    from interplay.bundle import git_info
+
+    return git_info(Path(__file__).resolve().parent, with_diff=False)["commit"] or "unknown"
 
 
 def device_description() -> str:
