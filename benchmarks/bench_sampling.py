@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -30,8 +31,7 @@ import numpy as np
 
 from interplay.models import ModelSpec, PriorSpec, flops_per_gradient, init_params, make_logdensity, n_params
 from interplay.posterior_io import merge_blocks, write_block
-from interplay.samplers import chain_batch_size
-from interplay.samplers.mclmc import run_mclmc
+from interplay.samplers import chain_batch_size, chain_mesh, use_cpu_cores
 from interplay.sampling import chain_keys, predictive_quantities
 
 AIRFOIL_RUN = {
@@ -89,6 +89,8 @@ class SamplingClock:
 
 def time_sampling(logdensity, positions, keys, cfg):
     """(draws, stats, steps/s of the sampling phase, gradient evaluations per step and chain)."""
+    from interplay.samplers.mclmc import run_mclmc  # imports BlackJAX, which starts JAX's backends
+
     clock = SamplingClock()
     draws, stats = run_mclmc(logdensity, positions, keys, cfg, progress=clock)
     jax.block_until_ready(draws)
@@ -111,7 +113,10 @@ def main() -> None:
                         help="chains per vectorised group to compare (0: the sampler's default for this device)")
     parser.add_argument("--file-chains", type=int, default=256,
                         help="chains written to the block/merged files")
+    parser.add_argument("--cpu-cores", type=int, default=os.cpu_count(),
+                        help="CPU devices the block's chains are split over (the sample rule's threads)")
     args = parser.parse_args()
+    use_cpu_cores(args.cpu_cores)
 
     (x_train, y_train), (x_test, y_test), source = load_data(args.data)
     model = ModelSpec.from_run(AIRFOIL_RUN, in_dim=x_train.shape[1])
@@ -119,7 +124,9 @@ def main() -> None:
     x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train, jnp.float32)
     logdensity = make_logdensity(model, prior, x_train, y_train)
     flops = flops_per_gradient(model, x_train.shape[0])
-    print(f"device: {jax.default_backend()} {jax.devices()[0].device_kind}; data: {source}")
+    mesh = chain_mesh(args.chains)
+    print(f"device: {jax.default_backend()} {jax.devices()[0].device_kind}, chains split over {mesh.size} "
+          f"device(s); data: {source}")
     print(f"model {model.units}: {n_params(model)} parameters, {x_train.shape[0]} training points, "
           f"{flops / 1e6:.2f} MFLOP per gradient")
     # Phase 3 (L from the ESS) is left out: it does not change the cost of a sampling step.
@@ -136,7 +143,9 @@ def main() -> None:
         draws, stats, steps_per_s, grads_per_step = time_sampling(logdensity, positions, keys, batch_cfg)
         grad_rate = steps_per_s * grads_per_step * args.chains
         gflops = grad_rate * flops / 1e9
-        label = f"groups of {batch}" if batch else f"default grouping ({chain_batch_size(None, args.chains)})"
+        per_device = -(-args.chains // mesh.size)
+        label = (f"groups of {batch}" if batch else
+                 f"default grouping ({chain_batch_size(None, per_device, mesh.devices.flat[0].platform)})")
         print(f"\nvectorised block of {args.chains} chains, {label}: {steps_per_s:.1f} steps/s, "
               f"{grad_rate:,.0f} gradient evaluations/s, {gflops:.2f} GFLOP/s = "
               f"{100 * gflops / reference:.1f}% of matmul (CPU target >= 25%)")

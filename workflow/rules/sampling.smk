@@ -10,7 +10,7 @@ rule sample:
         run=run_settings,
     log:
         "results/logs/sample/{run}/block-{block}.log",
-    threads: 1
+    threads: config["sample_threads"]
     # gpu is requested per profile (slurm/, profiles/workstation/): the rule itself runs on CPU too.
     resources:
         # a retry (profile `retries`) after a timeout or out-of-memory kill gets more of both

@@ -4,6 +4,10 @@ import os
 # Jobs may share a GPU (workstation profile): allocate GPU memory on demand instead of JAX's default 75%.
 # Set before JAX is imported; CUDA_VISIBLE_DEVICES (set by Slurm) picks the device.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+from interplay.samplers import use_cpu_cores
+
+# On a CPU the job's chains are split over one JAX device per thread (before JAX starts its backends).
+use_cpu_cores(snakemake.threads)
 from interplay.sampling import sample_block
 from interplay.workflow_logging import log_to
 

@@ -14,27 +14,129 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from jax import custom_batching
+from jax.sharding import Mesh, PartitionSpec
 
 # Progress callbacks per phase: about this many, whatever the number of steps.
 PROGRESS_REPORTS_PER_PHASE = 100
 
 
-def chain_batch_size(requested: int | None, n_chains: int) -> int:
-    """Chains advanced together in one vectorised group: all of them unless `requested` caps it.
+# Chains per gradient group on a CPU device: small groups keep a group's activations in cache.
+# For the airfoil net (benchmarks/bench_sampling.py) groups of 4 ran ~1.2x faster than one group of 32.
+CPU_CHAIN_BATCH = 4
+# Name of the mesh axis that splits a block's chains over the local devices.
+CHAIN_AXIS = "chains"
 
-    Smaller groups bound the memory of very large blocks (e.g. 10,000 chains on one GPU). On the CPU
-    they were no faster for the airfoil net (benchmarks/bench_sampling.py --chain-batch 64 8 2).
+
+def chain_batch_size(requested: int | None, n_chains: int, platform: str = "gpu") -> int:
+    """Chains whose log-density gradients are computed together (one vectorised group) on one device.
+
+    `requested` (``sampler.mclmc.chain_batch``) caps it; by default a GPU takes all its chains at
+    once and a CPU device groups of `CPU_CHAIN_BATCH`. Smaller groups also bound the memory of very
+    large blocks (e.g. 10,000 chains on one GPU).
     """
-    return n_chains if requested is None else max(1, min(int(requested), n_chains))
+    if requested is None:
+        requested = CPU_CHAIN_BATCH if platform == "cpu" else n_chains
+    return max(1, min(int(requested), n_chains))
 
 
-def map_chains(fn: Callable, args: tuple, batch_size: int):
-    """`vmap(fn)(*args)` over the leading chain axis, in vectorised groups of `batch_size` chains
-    (`lax.map` with a batch size: a loop over groups, each group vectorised)."""
-    n_chains = jax.tree.leaves(args)[0].shape[0]
-    if batch_size >= n_chains:
-        return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda chain_args: fn(*chain_args), args, batch_size=batch_size)
+def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
+    """`logdensity_fn` whose value and gradient, when vmapped over chains, are computed `group_size`
+    chains at a time (``lax.map`` over vectorised groups); unchanged for one chain.
+
+    The samplers vmap BlackJAX's kernel over all chains of a device, so its many cheap vector updates
+    run as a few large operations, while the costly part, the network's log density and gradient, runs
+    in groups whose activations stay in cache (CPU) or bound the memory of huge blocks (GPU). A custom
+    vmap rule does the grouping; a custom VJP hands the gradient computed with the value to
+    ``jax.grad``, so only first-order reverse-mode derivatives are supported (all MCLMC needs).
+    """
+    value_and_grad = jax.value_and_grad(logdensity_fn)
+
+    @custom_batching.custom_vmap
+    def grouped_value_and_grad(position):
+        return value_and_grad(position)
+
+    @grouped_value_and_grad.def_vmap
+    def _vmap_rule(axis_size, in_batched, position):
+        position = jax.tree.map(
+            lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *leaf.shape)),
+            position, in_batched[0])
+        out = jax.lax.map(value_and_grad, position, batch_size=min(group_size, axis_size))
+        return out, jax.tree.map(lambda _: True, out)
+
+    @jax.custom_vjp
+    def logdensity(position):
+        return grouped_value_and_grad(position)[0]
+
+    def forward(position):
+        return grouped_value_and_grad(position)
+
+    def backward(gradient, cotangent):
+        return (jax.tree.map(lambda leaf: leaf * cotangent, gradient),)
+
+    logdensity.defvjp(forward, backward)
+    return logdensity
+
+
+def chain_mesh(n_chains: int, devices=None) -> Mesh:
+    """A one-axis mesh over the local devices (at most one per chain) that splits chains among them.
+
+    On a GPU node this is the job's GPU. On a CPU, JAX shows one device unless more are requested
+    (``interplay.samplers.use_cpu_cores``): each device then runs its share of the chains on its
+    own core, which is faster than XLA's multithreading of the small per-chain matmuls.
+    """
+    devices = list(jax.local_devices() if devices is None else devices)
+    return Mesh(np.array(devices[:max(1, min(len(devices), n_chains))]), (CHAIN_AXIS,))
+
+
+def on_chain_shards(fn: Callable, mesh: Mesh, per_chain: tuple, shared: tuple = ()):
+    """``fn(*per_chain, *shared)`` with the per-chain arguments (and every output) split along their
+    leading chain axis over `mesh`, the shared ones copied to every device. Chains never communicate,
+    so each device simply runs `fn` on its own chains."""
+    split, copied = PartitionSpec(CHAIN_AXIS), PartitionSpec()
+    sharded = jax.shard_map(fn, mesh=mesh, in_specs=(split,) * len(per_chain) + (copied,) * len(shared),
+                            out_specs=split, check_vma=False)
+    return sharded(*per_chain, *shared)
+
+
+def pad_chains(tree, n_padded: int):
+    """Repeat chain 0 so every leaf has `n_padded` chains (devices need equal shares); callers
+    drop the extra chains afterwards. Works for typed and raw PRNG keys alike."""
+    n_chains = jax.tree.leaves(tree)[0].shape[0]
+    index = jnp.concatenate([jnp.arange(n_chains), jnp.zeros(n_padded - n_chains, int)])
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def unroll_threefry_on_cpu() -> bool:
+    """Lower JAX's threefry PRNG hash unrolled on the CPU, as on GPUs: the same bits, ~3x faster.
+
+    JAX lowers it on the CPU as a 5-step loop to save compile time; the kernel draws fresh momentum
+    noise for every chain at every step, and the loop made that ~4% of a CPU sampling step. Uses
+    JAX internals: returns False (and changes nothing) where they are missing.
+    """
+    try:
+        from jax._src.random import threefry2x32
+        from jax.interpreters import mlir
+
+        mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule,
+                               platform="cpu")
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+unroll_threefry_on_cpu()
+
+
+def use_cpu_cores(n_cores: int) -> None:
+    """Show `n_cores` CPU devices to JAX, so a block's chains spread over that many cores.
+
+    Must run before JAX initialises its CPU backend (before the first computation); a no-op
+    for n_cores <= 1.
+    """
+    if n_cores > 1:
+        jax.config.update("jax_num_cpu_devices", int(n_cores))
 
 
 def check_chain_inputs(initial_positions, keys) -> int:
@@ -87,8 +189,9 @@ def hashable_callback(progress):
 
 
 def maybe_report(progress: Callable[[str, int, int], None] | None, phase: str, step, total: int,
-                 every: int) -> None:
-    """Inside a scan: call ``progress(phase, step, total)`` on the host every ``every`` steps.
+                 every: int, when=True) -> None:
+    """Inside a scan: call ``progress(phase, step, total)`` on the host every ``every`` steps
+    (and only where `when` holds, e.g. on the first of several chain shards).
 
     Traces nothing at all when ``progress`` is None.
     """
@@ -98,7 +201,7 @@ def maybe_report(progress: Callable[[str, int, int], None] | None, phase: str, s
     def report(current):
         progress(phase, int(current), total)
 
-    jax.lax.cond(step % every == 0, lambda: jax.debug.callback(report, step), lambda: None)
+    jax.lax.cond((step % every == 0) & when, lambda: jax.debug.callback(report, step), lambda: None)
 
 
 def __getattr__(name: str):

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from functools import partial
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 import jax
@@ -50,11 +50,15 @@ from blackjax.util import incremental_value_update
 from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
+    CHAIN_AXIS,
     chain_batch_size,
+    chain_mesh,
     check_chain_inputs,
+    grouped_gradients,
     hashable_callback,
-    map_chains,
     maybe_report,
+    on_chain_shards,
+    pad_chains,
     per_chain_keys,
     report_every,
 )
@@ -77,7 +81,8 @@ DEFAULTS = {
     # floats); MILE's limits. Evenly spaced parameters and steps are kept beyond them.
     "ess_max_params": 2000,
     "ess_max_samples": 10000,
-    # Chains per vectorised group (None: all; a cap bounds the memory of huge blocks).
+    # Chains per gradient group on a device (None: 4 on a CPU, all on a GPU; a cap bounds the
+    # memory of huge blocks). The kernel's own updates are always vectorised over all chains.
     "chain_batch": None,
 }
 REQUIRED = ("warmup_steps", "steps", "thin")
@@ -193,7 +198,16 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
-    batch = chain_batch_size(cfg["chain_batch"], n_chains)
+    # Chains are split over the local devices (several CPU cores, or the job's GPU), each device
+    # advancing its share in vectorised groups; devices need equal shares, so pad with copies of chain 0.
+    mesh = chain_mesh(n_chains)
+    n_padded = -(-n_chains // mesh.size) * mesh.size
+    if n_padded > n_chains:
+        initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
+    n_local = n_padded // mesh.size
+    batch = chain_batch_size(cfg["chain_batch"], n_local, mesh.devices.flat[0].platform)
+    if batch < n_local:
+        logdensity_fn = _grouped_logdensity(logdensity_fn, batch)
     progress = hashable_callback(progress)
     init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
     one_position = jax.tree.map(lambda leaf: leaf[0], initial_positions)
@@ -209,28 +223,27 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     }
 
     start = time.perf_counter()
-    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn)
+    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn, mesh=mesh)
     # MILE starts from L = max(sqrt(dim), 15); eps from the config.
     dtype = jnp.result_type(*jax.tree.leaves(one_position))
     tuning = TuningState(
-        step_size=jnp.full((n_chains,), cfg["initial_step_size"], dtype),
-        L=jnp.full((n_chains,), max(math.sqrt(dim), 15.0), dtype),
-        weight_sum=jnp.zeros((n_chains,), dtype),
-        weighted_inverse_eps6=jnp.zeros((n_chains,), dtype),
-        step_size_max=jnp.full((n_chains,), jnp.inf, dtype),
+        step_size=jnp.full((n_padded,), cfg["initial_step_size"], dtype),
+        L=jnp.full((n_padded,), max(math.sqrt(dim), 15.0), dtype),
+        weight_sum=jnp.zeros((n_padded,), dtype),
+        weighted_inverse_eps6=jnp.zeros((n_padded,), dtype),
+        step_size_max=jnp.full((n_padded,), jnp.inf, dtype),
     )
     if n1 + n2 > 0:
         states, tuning = _tune_step_size_and_L(states, tuning, tune_keys, targets, logdensity_fn=logdensity_fn,
-                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, batch=batch)
+                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, mesh=mesh)
     if n3 >= 2:
         stride = -(-n3 // cfg["ess_max_samples"])  # ceil: keep at most ess_max_samples positions
         coords = jnp.asarray(ess_coordinates(dim, cfg["ess_max_params"]))
         states, tuning = _tune_L_by_ess(states, tuning, ess_keys, coords, logdensity_fn=logdensity_fn,
                                         offset=n1 + n2, n3=n3, stride=stride, total=warmup_steps,
-                                        progress=progress, batch=batch)
+                                        progress=progress, mesh=mesh)
     elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
-        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3,
-                              batch=batch)
+        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3, mesh=mesh)
     jax.block_until_ready(states)
     if progress is not None:
         progress("warmup", warmup_steps, warmup_steps)
@@ -239,7 +252,7 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     start = time.perf_counter()
     states, draws, energy_sq_sum, any_nonfinite = _sample(
         states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
-        n_draws=cfg["steps"] // cfg["thin"], progress=progress, batch=batch)
+        n_draws=cfg["steps"] // cfg["thin"], progress=progress, mesh=mesh)
     jax.block_until_ready(draws)
     if progress is not None:
         progress("sampling", cfg["steps"], cfg["steps"])
@@ -248,6 +261,9 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     final_finite = jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position)
     tuned_finite = jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)
     diverged = any_nonfinite | ~final_finite | ~tuned_finite
+    if n_padded > n_chains:  # drop the padding chains
+        draws, tuning, energy_sq_sum, diverged = jax.tree.map(
+            lambda leaf: leaf[:n_chains], (draws, tuning, energy_sq_sum, diverged))
     stats = {
         "step_size": np.asarray(tuning.step_size),
         "L": np.asarray(tuning.L),
@@ -263,26 +279,36 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 _KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
 
 
-def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t, batch):
-    """One MCLMC step of every chain (own key, L and step size), `batch` chains vectorised at a time;
-    step index t seeds the keys."""
+@lru_cache(maxsize=16)
+def _grouped_logdensity(logdensity_fn, batch):
+    # Cached so that the same (log density, group size) is the same jit static argument: no recompiling.
+    return grouped_gradients(logdensity_fn, batch)
+
+
+def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t):
+    """One MCLMC step of every chain (own key, L and step size); step index t seeds the keys."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
 
     def one(key, state, L, step_size):
         return _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
 
-    return map_chains(one, (step_keys, states, tuning.L, tuning.step_size), batch)
+    return jax.vmap(one)(step_keys, states, tuning.L, tuning.step_size)
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn",))
-def _init_states(positions, keys, *, logdensity_fn):
-    return jax.vmap(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key))(positions, keys)
+@partial(jax.jit, static_argnames=("logdensity_fn", "mesh"))
+def _init_states(positions, keys, *, logdensity_fn, mesh):
+    init = jax.vmap(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key))
+    return on_chain_shards(init, mesh, (positions, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "batch"))
-def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, batch):
+def _first_shard():
+    """Inside `on_chain_shards`: whether this device holds the first chains (it alone reports progress)."""
+    return jax.lax.axis_index(CHAIN_AXIS) == 0
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "mesh"))
+def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, mesh):
     """Phases 1 and 2: step-size adaptation under the decaying energy-variance target, then L."""
-    n_chains = keys.shape[0]
     dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
     every = report_every(n1 + n2)
 
@@ -306,79 +332,100 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
         )
         return state, tuning, stream
 
-    def body(carry, t):
-        states, tuning, stream, reference = carry
-        desired_var = desired_energy_variance(t, n1 + n2, targets["energy_var_start"], targets["energy_var_end"])
-        accumulate = (t >= n1).astype(tuning.step_size.dtype)
-        # The phase-2 reference point: each chain's position when phase 2 starts.
-        flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
-        reference = jnp.where(t == n1, flat, reference)
-        step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-        states, tuning, stream = map_chains(
-            lambda *chain_args: chain_step(*chain_args, desired_var, accumulate),
-            (states, tuning, stream, reference, step_keys), batch)
-        maybe_report(progress, "warmup", t + 1, total, every)
-        return (states, tuning, stream, reference), None
+    def local(states, tuning, keys):
+        n_chains = keys.shape[0]
+        first = _first_shard()
 
-    stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
-    reference = jnp.zeros((n_chains, dim))
-    (states, tuning, stream, _), _ = jax.lax.scan(body, (states, tuning, stream, reference), jnp.arange(n1 + n2))
-    if n2 > 1:
-        _, moments = stream
-        variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
-        tuning = tuning._replace(L=jnp.sqrt(jnp.sum(variances, axis=-1)))
-    return states, tuning
+        def body(carry, t):
+            states, tuning, stream, reference = carry
+            desired_var = desired_energy_variance(t, n1 + n2, targets["energy_var_start"],
+                                                  targets["energy_var_end"])
+            accumulate = (t >= n1).astype(tuning.step_size.dtype)
+            # The phase-2 reference point: each chain's position when phase 2 starts.
+            flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
+            reference = jnp.where(t == n1, flat, reference)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+            states, tuning, stream = jax.vmap(
+                lambda *chain_args: chain_step(*chain_args, desired_var, accumulate))(
+                states, tuning, stream, reference, step_keys)
+            maybe_report(progress, "warmup", t + 1, total, every, when=first)
+            return (states, tuning, stream, reference), None
+
+        stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
+        reference = jnp.zeros((n_chains, dim))
+        (states, tuning, stream, _), _ = jax.lax.scan(body, (states, tuning, stream, reference),
+                                                      jnp.arange(n1 + n2))
+        if n2 > 1:
+            _, moments = stream
+            variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
+            tuning = tuning._replace(L=jnp.sqrt(jnp.sum(variances, axis=-1)))
+        return states, tuning
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress", "batch"))
-def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress, batch):
+@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress", "mesh"))
+def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress, mesh):
     """Phase 3: fixed eps and L; L from the ESS of (a bounded subset of) the trace."""
     n_stored = n3 // stride
     every = report_every(n3)
 
-    def advance(states, t):
-        states, _ = _chains_step(logdensity_fn, states, tuning, keys, t, batch)
-        maybe_report(progress, "warmup", offset + t + 1, total, every)
-        return states, None
+    def local(states, tuning, keys):
+        first = _first_shard()
 
-    def record(states, s):
-        states, _ = jax.lax.scan(advance, states, s * stride + jnp.arange(stride))
-        return states, jax.vmap(lambda pos: ravel_pytree(pos)[0][coords])(states.position)
+        def advance(states, t):
+            states, _ = _chains_step(logdensity_fn, states, tuning, keys, t)
+            maybe_report(progress, "warmup", offset + t + 1, total, every, when=first)
+            return states, None
 
-    states, trace = jax.lax.scan(record, states, jnp.arange(n_stored))
-    # Remaining steps beyond the last stored position (when stride does not divide n3).
-    states, _ = jax.lax.scan(advance, states, jnp.arange(n_stored * stride, n3))
-    trace = jnp.swapaxes(trace, 0, 1)  # (chain, sample, coordinate)
-    ess = jax.lax.map(lambda chain_trace: effective_sample_size(chain_trace[None]), trace,
-                      batch_size=min(trace.shape[0], 16))
-    new_L = jax.vmap(l_from_ess, in_axes=(0, None, 0, 0))(ess, n_stored * stride, tuning.step_size, tuning.L)
-    return states, tuning._replace(L=new_L)
+        def record(states, s):
+            states, _ = jax.lax.scan(advance, states, s * stride + jnp.arange(stride))
+            return states, jax.vmap(lambda pos: ravel_pytree(pos)[0][coords])(states.position)
+
+        states, trace = jax.lax.scan(record, states, jnp.arange(n_stored))
+        # Remaining steps beyond the last stored position (when stride does not divide n3).
+        states, _ = jax.lax.scan(advance, states, jnp.arange(n_stored * stride, n3))
+        trace = jnp.swapaxes(trace, 0, 1)  # (chain, sample, coordinate)
+        ess = jax.lax.map(lambda chain_trace: effective_sample_size(chain_trace[None]), trace,
+                          batch_size=min(trace.shape[0], 16))
+        new_L = jax.vmap(l_from_ess, in_axes=(0, None, 0, 0))(ess, n_stored * stride, tuning.step_size, tuning.L)
+        return states, tuning._replace(L=new_L)
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps", "batch"))
-def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, batch):
-    return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t, batch)[0], None),
-                        states, jnp.arange(n_steps))[0]
+@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps", "mesh"))
+def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, mesh):
+    def local(states, tuning, keys):
+        return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t)[0], None),
+                            states, jnp.arange(n_steps))[0]
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "batch"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, batch):
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "mesh"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mesh):
     """Sampling: n_draws * thin steps, keeping every thin-th position."""
-    n_chains = keys.shape[0]
     total = n_draws * thin
     every = report_every(total)
 
-    def step(carry, t):
-        states, energy_sq_sum, any_nonfinite = carry
-        states, info = _chains_step(logdensity_fn, states, tuning, keys, t, batch)
-        maybe_report(progress, "sampling", t + 1, total, every)
-        return (states, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans), None
+    def local(states, tuning, keys):
+        n_chains = keys.shape[0]
+        first = _first_shard()
 
-    def draw(carry, d):
-        carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
-        return carry, carry[0].position
+        def step(carry, t):
+            states, energy_sq_sum, any_nonfinite = carry
+            states, info = _chains_step(logdensity_fn, states, tuning, keys, t)
+            maybe_report(progress, "sampling", t + 1, total, every, when=first)
+            return (states, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans), None
 
-    carry = (states, jnp.zeros((n_chains,)), jnp.zeros((n_chains,), bool))
-    (states, energy_sq_sum, any_nonfinite), draws = jax.lax.scan(draw, carry, jnp.arange(n_draws))
-    draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
-    return states, draws, energy_sq_sum, any_nonfinite
+        def draw(carry, d):
+            carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
+            return carry, carry[0].position
+
+        carry = (states, jnp.zeros((n_chains,)), jnp.zeros((n_chains,), bool))
+        (states, energy_sq_sum, any_nonfinite), draws = jax.lax.scan(draw, carry, jnp.arange(n_draws))
+        draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
+        return states, draws, energy_sq_sum, any_nonfinite
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
