@@ -42,6 +42,7 @@ SIGMA_MIN = 1e-6
 SIGMA_MAX = 1e6
 _LOG_SIGMA_MIN = math.log(SIGMA_MIN)
 _LOG_SIGMA_MAX = math.log(SIGMA_MAX)
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 Params = dict[str, jnp.ndarray]
 
@@ -268,41 +269,65 @@ def sample_prior(model: ModelSpec, prior: PriorSpec, key: jax.Array) -> Params:
 
 def forward(model: ModelSpec, params: Mapping[str, jnp.ndarray], x: jnp.ndarray) -> jnp.ndarray:
     """Raw network output, shape (n, out_dim): activation on hidden layers, none on the output."""
+    return _forward_units_first(model, params, x).T
+
+
+def _forward_units_first(model: ModelSpec, params, x) -> jnp.ndarray:
+    """Raw network output as (out_dim, n)."""
+    return jnp.stack(_output_rows(model, params, x))
+
+
+def _output_rows(model: ModelSpec, params, x) -> list[jnp.ndarray]:
+    """The network's outputs, one (n,) array per output unit.
+
+    Activations are held as (units, n), the data axis last: vmapped over chains, the batched matmuls
+    and elementwise ops then stream along the long, contiguous data axis, which made the CPU gradient
+    ~1.5x faster than the (n, units) layout (benchmarks/bench_sampling.py). Each output row is its
+    own matrix-vector product, so the likelihood's gradient needs no pad-and-add of rows (which XLA
+    fused into a slow scalar loop).
+    """
     activation = ACTIVATIONS[model.activation]
-    # Activations are held as (units, n), the data axis last: vmapped over chains, the batched matmuls
-    # and elementwise ops then stream along the long, contiguous data axis, which made the CPU gradient
-    # ~1.5x faster than the (n, units) layout (benchmarks/bench_sampling.py).
     hidden = jnp.asarray(x).T
-    for layer in range(model.n_layers):
+    last = model.n_layers - 1
+    for layer in range(last):
         hidden = params[f"kernel_{layer}"].T @ hidden
         if model.bias:
             hidden = hidden + params[f"bias_{layer}"][:, None]
-        if layer < model.n_layers - 1:
-            hidden = activation(hidden)
-    return hidden.T
+        hidden = activation(hidden)
+    rows = []
+    for unit in range(model.out_dim):
+        row = params[f"kernel_{last}"][:, unit] @ hidden
+        rows.append(row + params[f"bias_{last}"][unit] if model.bias else row)
+    return rows
 
 
 def _mean_and_log_sigma(model: ModelSpec, params, x) -> tuple[jnp.ndarray, jnp.ndarray]:
     """Regression mean (n,) and clipped log sigma (n,) or scalar."""
-    out = forward(model, params, x)
+    rows = _output_rows(model, params, x)
     if model.likelihood == "regr":
-        log_sigma = out[:, 1]
+        log_sigma = rows[1]
     elif model.likelihood == "mean_regr":
         log_sigma = jnp.log(model.sigma) if model.sigma is not None else params["log_sigma"]
     else:
         raise ValueError(f"likelihood {model.likelihood!r} is not a regression")
     # Clipping log sigma is clipping sigma = exp(.) to [SIGMA_MIN, SIGMA_MAX], without overflow.
-    return out[:, 0], jnp.clip(log_sigma, _LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+    return rows[0], jnp.clip(log_sigma, _LOG_SIGMA_MIN, _LOG_SIGMA_MAX)
+
+
+def gaussian_log_density(y, mean, log_sigma) -> jnp.ndarray:
+    """log N(y | mean, exp(log_sigma)^2), written with one exp (its gradient reuses it)."""
+    z = (y - mean) * jnp.exp(-log_sigma)
+    return -0.5 * jnp.square(z) - log_sigma - _HALF_LOG_2PI
 
 
 def pointwise_log_likelihood(model: ModelSpec, params, x, y) -> jnp.ndarray:
     """log p(y_i | x_i, params) for each point, shape (n,)."""
     if model.likelihood == "class":
-        log_probs = jax.nn.log_softmax(forward(model, params, x), axis=-1)
+        log_probs = jax.nn.log_softmax(_forward_units_first(model, params, x), axis=0)
         labels = jnp.asarray(y).astype(jnp.int32)
-        return jnp.take_along_axis(log_probs, labels[:, None], axis=-1)[:, 0]
+        return jnp.take_along_axis(log_probs, labels[None, :], axis=0)[0]
     mean, log_sigma = _mean_and_log_sigma(model, params, x)
-    return norm.logpdf(jnp.asarray(y), loc=mean, scale=jnp.exp(log_sigma))
+    return gaussian_log_density(jnp.asarray(y), mean, log_sigma)
 
 
 def log_prior(prior: PriorSpec, params: Mapping[str, jnp.ndarray]) -> jnp.ndarray:
