@@ -1,8 +1,10 @@
 """MCLMC (unadjusted microcanonical Langevin) with MILE's tuning schedule, all chains vectorised.
 
 Every chain has its own state, step size and L; all chains advance together (``vmap`` inside
-``lax.scan``). The kernel is BlackJAX 1.7.1's ``blackjax.mcmc.mclmc.build_kernel`` with the
-isokinetic McLachlan integrator and a unit (diagonal) inverse mass matrix.
+``lax.scan``), split over the local devices (``shard_map``: one per CPU core in use, or the GPU),
+with the log density's gradients computed in groups of ``chain_batch`` chains (DESIGN.md). The
+kernel is BlackJAX 1.7.1's ``blackjax.mcmc.mclmc.build_kernel`` with the isokinetic McLachlan
+integrator and a unit (diagonal) inverse mass matrix.
 
 Warmup of ``warmup_steps`` steps, split by ``phases`` (default 80% / 10% / 10%):
 
@@ -198,8 +200,9 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
-    # Chains are split over the local devices (several CPU cores, or the job's GPU), each device
-    # advancing its share in vectorised groups; devices need equal shares, so pad with copies of chain 0.
+    # Chains are split over the local devices (several CPU cores, or the job's GPU); each device vmaps
+    # the kernel over its share, with log-density gradients in groups of `batch` chains. Devices need
+    # equal shares, so pad with copies of chain 0.
     mesh = chain_mesh(n_chains)
     n_padded = -(-n_chains // mesh.size) * mesh.size
     if n_padded > n_chains:
