@@ -20,17 +20,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+from bench_sampling import AIRFOIL_RUN
 
 from interplay.models import ModelSpec, param_shapes
 from interplay.posterior_io import write_block
 
-RUN = {
-    "name": "bench-merge",
-    "model": {"hidden": [16, 16, 16, 16], "activation": "relu", "bias": True, "likelihood": "regr",
-              "sigma": None},
-    "prior": {"scale": 1.0, "bias_scale": None, "bias": "gaussian", "log_sigma_scale": 1.0},
-    "sampler": {"kind": "mile", "seed": 0},
-}
+# The sampling benchmark's airfoil net (this script's folder is on sys.path when it runs).
+RUN = {**AIRFOIL_RUN, "name": "bench-merge"}
 N_TEST, N_DIAG = 301, 16
 
 MERGE_SCRIPT = """

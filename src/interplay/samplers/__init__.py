@@ -10,6 +10,7 @@ This module holds the small helpers they share.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import jax
@@ -29,12 +30,12 @@ CPU_CHAIN_BATCH = 4
 CHAIN_AXIS = "chains"
 
 
-def chain_batch_size(requested: int | None, n_chains: int, platform: str = "gpu") -> int:
+def chain_batch_size(requested: int | None, n_chains: int, platform: str) -> int:
     """Chains whose log-density gradients are computed together (one vectorised group) on one device.
 
-    `requested` (``sampler.mclmc.chain_batch``) caps it; by default a GPU takes all its chains at
-    once and a CPU device groups of `CPU_CHAIN_BATCH`. Smaller groups also bound the memory of very
-    large blocks (e.g. 10,000 chains on one GPU).
+    `requested` (``sampler.mclmc.chain_batch``) caps it; by default a GPU (`platform` "gpu") takes
+    all its chains at once and a CPU device (`platform` "cpu") groups of `CPU_CHAIN_BATCH`. Smaller
+    groups also bound the memory of very large blocks (e.g. 10,000 chains on one GPU).
     """
     if requested is None:
         requested = CPU_CHAIN_BATCH if platform == "cpu" else n_chains
@@ -186,6 +187,16 @@ def hashable_callback(progress):
     except TypeError:
         return _ByIdentity(progress)
     return progress
+
+
+def finish_phase(progress: Callable[[str, int, int], None] | None, phase: str, total: int, result,
+                 start: float) -> float:
+    """Wait for a phase's `result`, report it complete (``progress(phase, total, total)``) and return
+    its wall-clock seconds since `start` (a ``time.perf_counter()`` reading)."""
+    jax.block_until_ready(result)
+    if progress is not None:
+        progress(phase, total, total)
+    return time.perf_counter() - start
 
 
 def maybe_report(progress: Callable[[str, int, int], None] | None, phase: str, step, total: int,

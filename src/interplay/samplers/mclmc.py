@@ -56,6 +56,7 @@ from interplay.samplers import (
     chain_batch_size,
     chain_mesh,
     check_chain_inputs,
+    finish_phase,
     grouped_gradients,
     hashable_callback,
     maybe_report,
@@ -247,19 +248,13 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
                                         progress=progress, mesh=mesh)
     elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
         states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3, mesh=mesh)
-    jax.block_until_ready(states)
-    if progress is not None:
-        progress("warmup", warmup_steps, warmup_steps)
-    warmup_seconds = time.perf_counter() - start
+    warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
 
     start = time.perf_counter()
     states, draws, energy_sq_sum, any_nonfinite = _sample(
         states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
         n_draws=cfg["steps"] // cfg["thin"], progress=progress, mesh=mesh)
-    jax.block_until_ready(draws)
-    if progress is not None:
-        progress("sampling", cfg["steps"], cfg["steps"])
-    sampling_seconds = time.perf_counter() - start
+    sampling_seconds = finish_phase(progress, "sampling", cfg["steps"], draws, start)
 
     final_finite = jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position)
     tuned_finite = jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)

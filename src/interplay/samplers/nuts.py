@@ -27,6 +27,7 @@ from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
     check_chain_inputs,
+    finish_phase,
     hashable_callback,
     maybe_report,
     per_chain_keys,
@@ -132,18 +133,12 @@ def run_nuts(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         jnp.asarray(float(cfg["initial_step_size"])), n_warmup=n_warmup, **static)
     if n_warmup == 0:  # no adaptation: dual averaging's (empty) average would say 1.0
         step_size = jnp.full_like(step_size, float(cfg["initial_step_size"]))
-    jax.block_until_ready(states)
-    if progress is not None:
-        progress("warmup", n_warmup, n_warmup)
-    warmup_seconds = time.perf_counter() - start
+    warmup_seconds = finish_phase(progress, "warmup", n_warmup, states, start)
 
     start = time.perf_counter()
     draws, grads, n_divergent, acceptance_rate = _sample(
         states, step_size, inverse_mass_matrix, grads, sample_keys, n_draws=n_draws, **static)
-    jax.block_until_ready(draws)
-    if progress is not None:
-        progress("sampling", n_draws, n_draws)
-    sampling_seconds = time.perf_counter() - start
+    sampling_seconds = finish_phase(progress, "sampling", n_draws, draws, start)
 
     # A divergent NUTS transition is a rejected trajectory, not a broken chain: it is counted in
     # n_divergent. `diverged` means what it means for MCLMC: non-finite draws or tuning.
