@@ -1,6 +1,7 @@
 """Config validation, defaults and sweep expansion (interplay.config)."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -132,3 +133,136 @@ def test_joined_grid_keys_set_several_keys_together():
     runs = expand_sweep("b", {"base": {"dataset": "airfoil"}, "grid": {"data.seed+sampler.seed": [1, 2]}})
     assert set(runs) == {"b-seed1", "b-seed2"}
     assert runs["b-seed2"]["data"]["seed"] == 2 and runs["b-seed2"]["sampler"]["seed"] == 2
+
+
+# ----------------------------------------------------------------------------- sampling settings (params)
+
+
+def test_sampling_settings_are_canonical_and_hold_only_what_sampling_reads():
+    from interplay.config import deep_merge, sampling_run, sampling_settings
+
+    settings = sampling_settings(resolve(BASE)["r1"])
+    same = {
+        "reordered": {"runs": {"r1": {"model": {"hidden": [16, 16]}, "dataset": "airfoil"}}},
+        "defaults written out": {"runs": {"r1": {"dataset": "airfoil", "model": {"hidden": [16, 16], "bias": True},
+                                                 "prior": {"bias": "gaussian", "scale": 1}}}},
+        "merge key": deep_merge(BASE, {"runs": {"r1": {"merge": {"drop_diverged": False}}}}),
+        "other kinds": deep_merge(BASE, {"runs": {"r1": {"sampler": {"nuts": {"draws": 5}, "mfvi": {"lr": 0.1}}}}}),
+    }
+    for what, config in same.items():
+        assert sampling_settings(resolve(config)["r1"]) == settings, what
+    for change in ({"sampler": {"seed": 1}}, {"sampler": {"block_size": 4}}, {"sampler": {"mclmc": {"thin": 5}}},
+                   {"diagnostics": {"pred_draw_points": 3}}, {"data": {"max_train_points": 10}}):
+        assert sampling_settings(resolve(deep_merge(BASE, {"runs": {"r1": change}}))["r1"]) != settings, change
+    run = sampling_run(resolve(BASE)["r1"])
+    assert "merge" not in run and set(run["sampler"]) == {"kind", "chains", "block_size", "seed", "warmstart", "mclmc"}
+    mfvi = sampling_run(resolve(deep_merge(BASE, {"runs": {"r1": {"sampler": {"kind": "mfvi"}}}}))["r1"])
+    assert "warmstart" not in mfvi["sampler"] and "mfvi" in mfvi["sampler"]
+
+
+def test_every_sampler_kind_names_the_sampler_blocks_it_reads():
+    from interplay.config import SAMPLER_BLOCKS, load_schema
+
+    sampler = load_schema("run")["properties"]["sampler"]["properties"]
+    blocks = {name for name, sub in sampler.items() if sub.get("type") == "object"}
+    for kind in sampler["kind"]["enum"]:
+        assert kind in SAMPLER_BLOCKS, f"add sampler kind {kind!r} to interplay.config.SAMPLER_BLOCKS"
+        assert set(SAMPLER_BLOCKS[kind]) <= blocks, kind
+
+
+# ----------------------------------------------------------------------------- sampler constraints at parse time
+
+
+def _sampler_checks():
+    """The checks the samplers (and model/prior builders) run inside `sample`, on a resolved run."""
+    from interplay.config import n_blocks
+    from interplay.models import ModelSpec, PriorSpec
+    from interplay.samplers import mclmc, mfvi, nuts, warmstart
+
+    return {
+        "mclmc": lambda run: mclmc.resolve_config(run["sampler"]["mclmc"]),
+        "nuts": lambda run: nuts.resolve_config(run["sampler"]["nuts"]),
+        "mfvi": lambda run: mfvi._check_cfg(run["sampler"]["mfvi"]),
+        "warmstart": lambda run: warmstart._check_cfg(run["sampler"]["warmstart"]),
+        "model": lambda run: ModelSpec.from_run(run, in_dim=5),
+        "prior": lambda run: PriorSpec.from_run(run, ModelSpec.from_run(run, in_dim=5)),
+        "blocks": n_blocks,
+    }
+
+
+INF = float("inf")
+# (run override, the key the error must name, the sampler-side check that would reject it in `sample`)
+SAMPLER_CONSTRAINTS = [
+    ({"sampler": {"mclmc": {"steps": 25}}}, "sampler.mclmc.steps", "mclmc"),  # not a multiple of thin (10)
+    ({"sampler": {"mclmc": {"steps": 5}}}, "sampler.mclmc.steps", "mclmc"),  # fewer steps than thin
+    ({"sampler": {"mclmc": {"steps": 100, "thin": 0}}}, "sampler.mclmc.thin", "mclmc"),
+    ({"sampler": {"mclmc": {"warmup_steps": -1}}}, "sampler.mclmc.warmup_steps", "mclmc"),
+    ({"sampler": {"mclmc": {"n_eff": 100.5}}}, "sampler.mclmc.n_eff", "mclmc"),
+    ({"sampler": {"mclmc": {"n_eff": 0}}}, "sampler.mclmc.n_eff", "mclmc"),
+    ({"sampler": {"mclmc": {"energy_var_start": INF}}}, "sampler.mclmc.energy_var_start", "mclmc"),
+    ({"sampler": {"mclmc": {"energy_var_end": 0}}}, "sampler.mclmc.energy_var_end", "mclmc"),
+    ({"sampler": {"mclmc": {"trust": INF}}}, "sampler.mclmc.trust", "mclmc"),
+    ({"sampler": {"mclmc": {"initial_step_size": INF}}}, "sampler.mclmc.initial_step_size", "mclmc"),
+    ({"sampler": {"mclmc": {"phases": [0.5, 0.3, 0.3]}}}, "sampler.mclmc.phases", "mclmc"),
+    ({"sampler": {"mclmc": {"phases": [0.5, 0.5]}}}, "sampler.mclmc.phases", "mclmc"),
+    ({"sampler": {"mclmc": {"ess_max_samples": 1}}}, "sampler.mclmc.ess_max_samples", "mclmc"),
+    ({"sampler": {"mclmc": {"ess_max_params": 0}}}, "sampler.mclmc.ess_max_params", "mclmc"),
+    ({"sampler": {"mclmc": {"chain_batch": 0}}}, "sampler.mclmc.chain_batch", "mclmc"),
+    ({"sampler": {"nuts": {"draws": 0}}}, "sampler.nuts.draws", "nuts"),
+    ({"sampler": {"nuts": {"warmup": -1}}}, "sampler.nuts.warmup", "nuts"),
+    ({"sampler": {"nuts": {"target_accept": 1.0}}}, "sampler.nuts.target_accept", "nuts"),
+    ({"sampler": {"mfvi": {"steps": 0}}}, "sampler.mfvi.steps", "mfvi"),
+    ({"sampler": {"mfvi": {"draws": 0}}}, "sampler.mfvi.draws", "mfvi"),
+    ({"sampler": {"mfvi": {"lr": 0}}}, "sampler.mfvi.lr", "mfvi"),
+    ({"sampler": {"warmstart": {"batch_size": 0}}}, "sampler.warmstart.batch_size", "warmstart"),
+    ({"sampler": {"warmstart": {"max_epochs": 0}}}, "sampler.warmstart.max_epochs", "warmstart"),
+    ({"sampler": {"warmstart": {"patience": 0}}}, "sampler.warmstart.patience", "warmstart"),
+    ({"sampler": {"warmstart": {"lr": -0.1}}}, "sampler.warmstart.lr", "warmstart"),
+    ({"sampler": {"chains": 0}}, "sampler.chains", "blocks"),
+    ({"sampler": {"block_size": 0}}, "sampler.block_size", "blocks"),
+    ({"prior": {"scale": INF}}, "prior.scale", "prior"),
+    ({"prior": {"scale": [1.0, 1.0, INF]}}, "prior.scale", "prior"),
+    ({"prior": {"bias_scale": 0}}, "prior.bias_scale", "prior"),
+    ({"prior": {"log_sigma_scale": INF}, "model": {"likelihood": "mean_regr"}}, "prior.log_sigma_scale", "prior"),
+    ({"model": {"likelihood": "mean_regr", "sigma": INF}}, "model.sigma", "model"),
+]
+
+
+@pytest.mark.parametrize("override, key, check", SAMPLER_CONSTRAINTS,
+                         ids=[f"{key}={case}" for case, key, _ in SAMPLER_CONSTRAINTS])
+def test_every_sampler_constraint_fails_at_parse_time_naming_the_key(override, key, check):
+    from interplay.config import deep_merge
+
+    config = copy.deepcopy(BASE)
+    config["runs"]["r1"] = deep_merge(config["runs"]["r1"], override)
+    with pytest.raises(ConfigError, match=rf"runs\.r1\.{re.escape(key)}\b"):
+        resolve(config)
+    # ... and it is a constraint of sampling: the same run would fail inside `sample`, after data and warm start
+    with pytest.raises((ValueError, KeyError)):
+        _sampler_checks()[check](deep_merge(resolve(BASE)["r1"], override))
+
+
+def test_steps_must_be_a_multiple_of_thin_in_every_thinning_sampler_block():
+    """Generic over the schema: any sampler block with `steps` and `thin` (mclmc, mams, ...) is checked."""
+    from interplay.config import load_schema
+
+    sampler = load_schema("run")["properties"]["sampler"]["properties"]
+    thinning = [name for name, sub in sampler.items() if {"steps", "thin"} <= set(sub.get("properties", {}))]
+    assert "mclmc" in thinning
+    for name in thinning:
+        thin = max(2, sampler[name]["properties"]["thin"].get("default", 2))
+        for steps in (thin + 1, thin - 1):
+            config = copy.deepcopy(BASE)
+            config["runs"]["r1"]["sampler"] = {name: {"steps": steps, "thin": thin}}
+            with pytest.raises(ConfigError, match=rf"runs\.r1\.sampler\.{name}\.steps: {steps} must be a positive "
+                                                  rf"multiple of sampler\.{name}\.thin \({thin}\)"):
+                resolve(config)
+        config["runs"]["r1"]["sampler"] = {name: {"steps": 3 * thin, "thin": thin}}
+        resolve(config)
+
+
+def test_numbers_have_one_form():
+    run = resolve({"runs": {"r1": {"dataset": "airfoil", "prior": {"scale": [1, 2, 3]},
+                                   "sampler": {"mclmc": {"trust": 2}}}}})["r1"]
+    assert [type(v) for v in run["prior"]["scale"]] == [float] * 3 and isinstance(run["sampler"]["mclmc"]["trust"], float)
+    assert isinstance(run["sampler"]["chains"], int) and run["model"]["bias"] is True

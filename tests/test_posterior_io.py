@@ -220,3 +220,32 @@ def test_arviz_opens_merged_file(tmp_path):
     assert idata.posterior.sizes["chain"] == 5 and idata.posterior.sizes["draw"] == N_DRAW
     # A standard ArviZ diagnostic runs on the merged posterior.
     assert arviz.rhat(idata, var_names=["log_sigma"])["log_sigma"].shape == ()
+
+
+def test_an_all_diverged_block_is_dropped_and_only_a_run_without_chains_fails(tmp_path):
+    healthy, doomed, also_doomed = (tmp_path / f"block-{b:04d}.nc" for b in range(3))
+    write_fake(healthy, range(3), diverged=(1,), seed=0)  # no diverged_causes attr (an older block)
+    draws, stats, predictive = fake_block(range(3, 5), diverged=(3, 4), seed=1)
+    causes = {"3": "non-finite energies", "4": "non-finite energies, non-finite positions"}
+    write_block(doomed, draws, stats, predictive, model=MODEL, run=RUN, chains=range(3, 5),
+                attrs={"block": 1, "diverged_causes": causes})
+    merged = tmp_path / "merged.nc"
+    summary = merge_blocks([healthy, doomed], merged)
+    assert summary["kept"] == 2 and summary["n_diverged_dropped"] == 3 and summary["dropped_chains"] == [1, 3, 4]
+    np.testing.assert_array_equal(open_posterior(merged)["posterior"]["chain"], [0, 2])
+    attrs = read_root_attrs(merged)
+    assert attrs["n_diverged_dropped"] == 3
+    assert attrs["diverged_causes"] == {"1": "cause not recorded", **causes}
+    assert attrs["config"]["merge"] == {"drop_diverged": True}  # the merge settings it was made with
+
+    write_fake(also_doomed, range(5, 7), diverged=(5, 6), seed=2)
+    out = tmp_path / "none.nc"
+    with pytest.raises(RuntimeError) as info:
+        merge_blocks([doomed, also_doomed], out)
+    message = str(info.value)
+    assert "run 'io-test': no chain left to merge: all 4 chains of 2 blocks diverged" in message
+    assert "block-0001.nc: chains [3, 4] (non-finite energies: 2, non-finite positions: 1)" in message
+    assert "block-0002.nc: chains [5, 6] (cause not recorded: 2)" in message
+    assert not out.exists()
+    kept = merge_blocks([doomed, also_doomed], out, drop_diverged=False)  # asked to keep them: no failure
+    assert kept["kept"] == 4 and read_root_attrs(out)["config"]["merge"] == {"drop_diverged": False}

@@ -196,12 +196,43 @@ def test_baselines_write_the_same_format(kind, mile_blocks, data_path, tmp_path)
     assert idata.posterior.sizes["chain"] == 4
 
 
-def test_all_diverged_block_names_run_block_and_cause(tmp_path):
-    data = write_prepared(tmp_path / "nan.nc", y_fn=lambda x: np.full(x.shape[0], np.nan))
+def test_an_all_diverged_block_is_written_and_merge_keeps_the_other_blocks(tmp_path, data_path):
+    """One block whose chains all diverged must not lose the run: it is written with its flags and causes,
+    merge drops its chains and keeps the healthy blocks; only a run with no chain left fails to merge."""
+    fitted = SPLIT_SIZES["train"] + SPLIT_SIZES["valid"]  # rows before the test split
+    good = write_prepared(tmp_path / "good.nc", y_fn=lambda x: np.sin(2 * x[:, 0]))
+    bad = write_prepared(tmp_path / "bad.nc",  # the same test split, NaN targets to fit
+                         y_fn=lambda x: np.where(np.arange(len(x)) < fitted, np.nan, np.sin(2 * x[:, 0])))
     run = with_sampler({**RUN, "name": "doomed"}, kind="de", chains=6, block_size=3)
-    with pytest.raises(RuntimeError, match=r"run 'doomed' block 1: all 3 chains diverged \(.*non-finite"):
-        sample_block(run, 1, data, tmp_path / "block.nc")
-    assert not (tmp_path / "block.nc").exists()
+    blocks = [tmp_path / "block-0000.nc", tmp_path / "block-0001.nc"]
+    sample_block(run, 0, good, blocks[0])
+    sample_block(run, 1, bad, blocks[1])  # every chain's warm-start loss is NaN
+    groups = open_posterior(blocks[1])
+    assert groups["sample_stats"]["diverged"].values.tolist() == [1, 1, 1]
+    assert read_root_attrs(blocks[1])["diverged_causes"] == {
+        str(c): "non-finite warm-start validation loss" for c in (3, 4, 5)}
+    assert groups["predictive"]["log_pred_density"].shape == (3, SPLIT_SIZES["test"])
+
+    summary = merge_blocks(blocks, tmp_path / "merged.nc")
+    assert summary["kept"] == 3 and summary["n_diverged_dropped"] == 3 and summary["dropped_chains"] == [3, 4, 5]
+    merged = open_posterior(tmp_path / "merged.nc")
+    assert merged["posterior"]["chain"].values.tolist() == [0, 1, 2]
+    assert np.isfinite(merged["predictive"]["log_pred_density"]).all()
+    assert read_root_attrs(tmp_path / "merged.nc")["n_diverged_dropped"] == 3
+    with pytest.raises(RuntimeError, match=r"run 'doomed': no chain left.*block-0001\.nc: chains \[3, 4, 5\] "
+                                           r"\(non-finite warm-start validation loss: 3\)"):
+        merge_blocks(blocks[1:], tmp_path / "none.nc")
+
+
+def test_an_absurd_learning_rate_diverges_every_chain_and_the_block_is_written(tmp_path, data_path):
+    run = with_sampler({**RUN, "name": "doomed"}, kind="mfvi", chains=4, block_size=2,
+                       mfvi={"steps": 20, "lr": 1e30, "draws": 3})
+    sample_block(run, 1, data_path, tmp_path / "block-0001.nc")
+    groups = open_posterior(tmp_path / "block-0001.nc")
+    assert groups["sample_stats"]["diverged"].values.tolist() == [1, 1]
+    causes = read_root_attrs(tmp_path / "block-0001.nc")["diverged_causes"]
+    assert set(causes) == {"2", "3"} and all("non-finite ELBO" in cause for cause in causes.values())
+    assert groups["predictive"]["log_pred_density"].shape == (2, SPLIT_SIZES["test"])
 
 
 def test_warm_start_reaches_least_squares():

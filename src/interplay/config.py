@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -67,11 +68,83 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
 
 
 def validate_with_defaults(instance: dict, schema: dict, where: str) -> dict:
-    """Validate `instance` in place, filling defaults; raise ConfigError listing every problem."""
+    """Validate `instance` in place, filling defaults; raise ConfigError listing every problem.
+
+    Integers given where the schema allows only numbers become floats (`scale: 1` is `scale: 1.0`), so
+    equal settings have one form, and a non-finite number (.inf, .nan) anywhere is an error naming its key.
+    """
     errors = sorted(_DefaultFillingValidator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e, where) for e in errors))
+    _as_schema_floats(instance, schema)
+    nonfinite = _nonfinite_keys(instance, where)
+    if nonfinite:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(
+            f"{key}: {value!r} is not a finite number" for key, value in nonfinite))
     return instance
+
+
+def _json_types(schema: Mapping) -> set[str]:
+    types = schema.get("type", ())
+    return {types} if isinstance(types, str) else set(types)
+
+
+def _fits(value: Any, schema: Mapping) -> bool:
+    """Whether `value`'s JSON type is one `schema` names (ints fit "number" too)."""
+    types = _json_types(schema)
+    if isinstance(value, bool):
+        return "boolean" in types
+    if isinstance(value, int):
+        return bool(types & {"integer", "number"})
+    if isinstance(value, float):
+        return "number" in types
+    if isinstance(value, list):
+        return "array" in types
+    if isinstance(value, dict):
+        return "object" in types
+    return value is None and "null" in types
+
+
+def _as_schema_floats(value: Any, schema: Any) -> Any:
+    """`value` with every int that `schema` types as a number (not an integer) made a float; dicts and
+    lists are changed in place."""
+    if not isinstance(schema, Mapping):
+        return value
+    for branch in [*schema.get("oneOf", ()), *schema.get("anyOf", ())]:
+        if isinstance(branch, Mapping) and _fits(value, branch):
+            return _as_schema_floats(value, branch)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            value[key] = _as_schema_floats(item, properties.get(key, extra))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = _as_schema_floats(item, schema.get("items"))
+    elif isinstance(value, int) and not isinstance(value, bool):
+        types = _json_types(schema)
+        if "number" in types and "integer" not in types:
+            return float(value)
+    return value
+
+
+def _nonfinite_keys(value: Any, where: str) -> list[tuple[str, float]]:
+    if isinstance(value, dict):
+        return [found for key, item in value.items() for found in _nonfinite_keys(item, f"{where}.{key}")]
+    if isinstance(value, list):
+        return [found for index, item in enumerate(value) for found in _nonfinite_keys(item, f"{where}[{index}]")]
+    if isinstance(value, float) and not math.isfinite(value):
+        return [(where, value)]
+    return []
+
+
+def canonical(value: Any) -> Any:
+    """A copy of `value` with the keys of every dict sorted: equal settings repr (and so compare as
+    Snakemake params) the same whatever order the config gave them in."""
+    if isinstance(value, Mapping):
+        return {key: canonical(value[key]) for key in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(item) for item in value]
+    return value
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -196,6 +269,15 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
     phases = sampler["mclmc"]["phases"]
     if not math.isclose(sum(phases), 1.0, abs_tol=1e-9):
         raise ConfigError(f"{where}.sampler.mclmc.phases: {phases} must sum to 1")
+    # Every sampler block that keeps every `thin`-th of `steps` positions (mclmc, mams, ...).
+    for block_name, block in sampler.items():
+        if isinstance(block, dict) and "steps" in block and "thin" in block:
+            steps, thin = block["steps"], block["thin"]
+            if steps < thin or steps % thin:
+                raise ConfigError(
+                    f"{where}.sampler.{block_name}.steps: {steps} must be a positive multiple of "
+                    f"sampler.{block_name}.thin ({thin}): a chain keeps every thin-th of its steps"
+                )
 
 
 def validate_config(config: dict) -> dict:
@@ -223,8 +305,38 @@ def resolve_runs(config: dict) -> dict[str, dict]:
         run = deep_merge(deep_merge(config["defaults"], override), {"name": name})
         validate_with_defaults(run, run_schema, f"runs.{name}")
         _check_run(run, tasks)
-        resolved[name] = run
+        resolved[name] = canonical(run)
     return resolved
+
+
+# Run keys that sampling does not read (each has its own rule and params).
+NOT_SAMPLING_KEYS = ("merge",)
+# The `sampler` sub-blocks each sampler kind reads; the blocks of other kinds are not sampling settings
+# of its runs. A kind missing here keeps every block (a needless rerun at worst, never a missed one).
+SAMPLER_BLOCKS = {
+    "mile": ("warmstart", "mclmc"),
+    "nuts": ("warmstart", "nuts"),
+    "de": ("warmstart",),
+    "mfvi": ("mfvi",),
+    "mams": ("warmstart", "mams"),
+}
+
+
+def sampling_run(run: Mapping) -> dict:
+    """What sampling reads of a resolved run: all of it but `merge` and other sampler kinds' blocks
+    (`name`, in every path, included), keys sorted. Blocks write it as their `config` attr."""
+    settings = {key: copy.deepcopy(value) for key, value in run.items() if key not in NOT_SAMPLING_KEYS}
+    sampler = settings["sampler"]
+    blocks = [key for key, value in sampler.items() if isinstance(value, Mapping)]
+    read = SAMPLER_BLOCKS.get(sampler["kind"], blocks)
+    settings["sampler"] = {key: value for key, value in sampler.items() if key not in blocks or key in read}
+    return canonical(settings)
+
+
+def sampling_settings(run: Mapping) -> str:
+    """The `sample` rule's params: `sampling_run` as sorted, compact JSON. It changes exactly when a
+    block's draws could, so key order, defaults written out or merge/figure keys rerun no sampling."""
+    return json.dumps(sampling_run(run), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
 def load_config(path: str | Path) -> dict:

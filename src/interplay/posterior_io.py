@@ -269,12 +269,38 @@ def _log(log, message: str) -> None:
             fh.write(message + "\n")
 
 
+UNKNOWN_CAUSE = "cause not recorded"
+
+
+def _diverged_causes(nc: netCDF4.Dataset) -> dict[str, str]:
+    """A block's root attr ``diverged_causes`` ({chain id: causes}); {} where absent or unreadable."""
+    try:
+        causes = json.loads(nc.getncattr("diverged_causes"))
+    except (AttributeError, json.JSONDecodeError):
+        return {}
+    return {str(k): str(v) for k, v in causes.items()} if isinstance(causes, dict) else {}
+
+
+def _diverged_summary(path: Path, ids: np.ndarray, causes: Mapping[str, str], max_chains: int = 10) -> str:
+    """'block-0001.nc: chains [2, 3] (non-finite energies: 2, non-finite positions: 1)'."""
+    counts: dict[str, int] = {}
+    for chain in ids.tolist():
+        for cause in causes.get(str(chain), UNKNOWN_CAUSE).split(", "):
+            counts[cause] = counts.get(cause, 0) + 1
+    shown = ids.tolist()[:max_chains] + (["..."] if ids.size > max_chains else [])
+    listed = ", ".join(map(str, shown))
+    return f"{path.name}: chains [{listed}] ({', '.join(f'{c}: {n}' for c, n in counts.items())})"
+
+
 def merge_blocks(block_paths: Sequence, out_path, *, drop_diverged: bool = True, log=None) -> dict:
     """Concatenate block files along `chain` into `out_path`, streaming one chain chunk at a time.
 
     Chains flagged ``sample_stats.diverged`` are dropped unless `drop_diverged` is False; the count
-    goes to the root attr ``n_diverged_dropped``. Peak memory is one chunk of one variable, whatever
-    the number of blocks. Returns a summary dict (blocks, chains, kept, dropped, diverged chain ids).
+    goes to the root attr ``n_diverged_dropped``, their causes (from the blocks' ``diverged_causes``)
+    to ``diverged_causes``. A block whose chains all diverged is merged like any other; only when no
+    chain of the whole run is left does the merge fail (RuntimeError naming run, blocks and causes).
+    Peak memory is one chunk of one variable, whatever the number of blocks. Returns a summary dict
+    (blocks, chains, kept, dropped, diverged chain ids).
     """
     block_paths = [Path(p) for p in block_paths]
     if not block_paths:
@@ -284,7 +310,7 @@ def merge_blocks(block_paths: Sequence, out_path, *, drop_diverged: bool = True,
             raise FileNotFoundError(f"block file {path} does not exist")
 
     # Pass 1: layouts and diverged flags only (small), to size the merged `chain` dim up front.
-    keep_masks, chain_ids = [], []
+    keep_masks, chain_ids, diverged_ids, causes = [], [], [], {}
     layout = None
     for path in block_paths:
         with netCDF4.Dataset(path) as nc:
@@ -295,7 +321,9 @@ def merge_blocks(block_paths: Sequence, out_path, *, drop_diverged: bool = True,
                 raise ValueError(f"block {path} does not match {block_paths[0]}: {why}")
             ids = np.asarray(nc["posterior"]["chain"][:], dtype=np.int64)
             diverged = np.asarray(nc["sample_stats"]["diverged"][:]).astype(bool)
+            causes.update(_diverged_causes(nc))
         chain_ids.append(ids)
+        diverged_ids.append(ids[diverged])
         keep_masks.append(~diverged if drop_diverged else np.ones_like(diverged))
     all_ids = np.concatenate(chain_ids)
     unique_ids, counts = np.unique(all_ids, return_counts=True)
@@ -306,11 +334,21 @@ def merge_blocks(block_paths: Sequence, out_path, *, drop_diverged: bool = True,
     dropped_ids = np.concatenate([ids[~keep] for ids, keep in zip(chain_ids, keep_masks)])
     run = layout.root_attrs.get("run", "unknown")
     if kept_ids.size == 0:
-        raise RuntimeError(f"run {run!r}: all {all_ids.size} chains of {len(block_paths)} blocks diverged; "
-                           "nothing to merge")
+        details = "; ".join(_diverged_summary(path, ids, causes) for path, ids in zip(block_paths, diverged_ids))
+        raise RuntimeError(f"run {run!r}: no chain left to merge: all {all_ids.size} chains of "
+                           f"{len(block_paths)} blocks diverged ({details})")
 
     root_attrs = {k: v for k, v in layout.root_attrs.items() if k not in ("block", "n_diverged")}
-    root_attrs.update(blocks=len(block_paths), n_diverged_dropped=int(dropped_ids.size))
+    root_attrs.update(blocks=len(block_paths), n_diverged_dropped=int(dropped_ids.size),
+                      diverged_causes={str(c): causes.get(str(c), UNKNOWN_CAUSE)
+                                       for c in np.concatenate(diverged_ids).tolist()})
+    if isinstance(root_attrs.get("config"), str):  # the blocks' sampling settings + the merge settings used
+        try:
+            config = json.loads(root_attrs["config"])
+        except json.JSONDecodeError:
+            config = None
+        if isinstance(config, dict):
+            root_attrs["config"] = {**config, "merge": {**config.get("merge", {}), "drop_diverged": drop_diverged}}
     merged_layout = Layout(layout.dim_sizes, layout.variables, root_attrs, layout.chain_chunk)
     # The first block's chain-free variables (y_test) must be the same in every block.
     reference = {}
@@ -392,10 +430,10 @@ def _copy_chains(source, target, keep: np.ndarray, offset: int, axis: int) -> No
 
 
 def read_root_attrs(path) -> dict:
-    """Root attributes of a posterior file, JSON-valued ones (config, versions) decoded."""
+    """Root attributes of a posterior file, JSON-valued ones (config, versions, diverged_causes) decoded."""
     with netCDF4.Dataset(path) as nc:
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-    for key in ("config", "versions"):
+    for key in ("config", "versions", "diverged_causes"):
         if isinstance(attrs.get(key), str):
             try:
                 attrs[key] = json.loads(attrs[key])

@@ -234,10 +234,22 @@ def _nonfinite_per_chain(tree) -> np.ndarray:
     return np.asarray(jnp.stack(flags).any(axis=0))
 
 
+def diverged_causes_of(chains, causes: Mapping[str, np.ndarray]) -> dict[str, str]:
+    """{global chain id: its causes, comma-separated} for the diverged chains (root attr ``diverged_causes``)."""
+    found = {}
+    for index, chain in enumerate(chains):
+        named = [cause for cause, flags in causes.items() if flags[index]]
+        if named:
+            found[str(int(chain))] = ", ".join(named)
+    return found
+
+
 def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> None:
     """Sample the chains of `block` of `run` on the prepared data at `data_path`; write `out_path`.
 
-    Raises RuntimeError naming run, block and cause when every chain of the block diverged.
+    Diverged chains (non-finite warm-start loss, energies, ELBO or positions) are written with their
+    ``diverged`` flag and their causes (root attr ``diverged_causes``), even when all chains of the block
+    diverged; their predictive quantities are computed all the same (NaN where the draws are).
     """
     job_start = time.perf_counter()
     name = run.get("name", "unknown")
@@ -316,12 +328,13 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     causes["non-finite positions"] = _nonfinite_per_chain(draws)
     diverged = np.any(list(causes.values()), axis=0)
     stats["diverged"] = diverged.astype(np.int8)
-    if diverged.all():
-        counts = ", ".join(f"{cause}: {int(flags.sum())}" for cause, flags in causes.items() if flags.any())
-        raise RuntimeError(f"run {name!r} block {block}: all {n_chain} chains diverged ({counts})")
+    diverged_causes = diverged_causes_of(chains, causes)
     if diverged.any():
-        progress.info(f"{int(diverged.sum())} of {n_chain} chains diverged: "
-                      f"{[c for c, d in zip(chains, diverged) if d]}")
+        # Written all the same (even when every chain diverged): merge leaves them out and fails only when
+        # no chain of the whole run is left, naming blocks and causes.
+        counts = ", ".join(f"{cause}: {int(flags.sum())}" for cause, flags in causes.items() if flags.any())
+        progress.info(f"{int(diverged.sum())} of {n_chain} chains diverged ({counts}): "
+                      f"{[c for c, d in zip(chains, diverged) if d][:20]}")
 
     start = time.perf_counter()
     n_diag = int(run.get("diagnostics", {}).get("pred_draw_points", 16))
@@ -333,8 +346,8 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     stats = {k: np.asarray(v) for k, v in stats.items()}
     stats["n_grad_evals"] = stats["n_grad_evals"].astype(np.int64)
 
-    attrs = {"block": int(block), "versions": versions(), "git_commit": git_commit(),
-             "device": device_description(), "sampler_kind": kind,
+    attrs = {"block": int(block), "diverged_causes": diverged_causes, "versions": versions(),
+             "git_commit": git_commit(), "device": device_description(), "sampler_kind": kind,
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     write_block(out_path, draws, stats, predictive, model=model, run=run, chains=chains, attrs=attrs)
     progress.info(f"wrote {out_path} in {time.perf_counter() - job_start:.1f} s total")

@@ -23,7 +23,8 @@ rule table:
     output:
         "results/data/tables/{dataset}.data",
     params:
-        teacher=lambda w: TEACHERS.get(w.dataset),
+        # keys sorted: reordering a teacher's settings must not remake its table (and so resample)
+        teacher=lambda w: study_config.canonical(TEACHERS.get(w.dataset)),
     log:
         "results/logs/table/{dataset}.log",
     conda:

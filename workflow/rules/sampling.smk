@@ -7,7 +7,9 @@ rule sample:
     output:
         "results/samples/{run}/block-{block}.nc",
     params:
-        run=run_settings,
+        # Only what sampling reads, as sorted JSON (interplay.config.sampling_settings): Snakemake reruns a
+        # job whose params changed, so key order, defaults written out, merge or other kinds' settings must not.
+        settings=lambda w: study_config.sampling_settings(RUNS[w.run]),
     log:
         "results/logs/sample/{run}/block-{block}.log",
     threads: config["sample_threads"]

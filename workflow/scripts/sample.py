@@ -1,4 +1,5 @@
 """Rule `sample`: sample one chain block of a run and write it as NetCDF (atomically)."""
+import json
 import os
 
 # Jobs may share a GPU (workstation profile): allocate GPU memory on demand instead of JAX's default 75%.
@@ -13,7 +14,7 @@ from interplay.workflow_logging import log_to
 
 with log_to(snakemake.log[0]) as log:
     sample_block(
-        snakemake.params.run,
+        json.loads(snakemake.params.settings),  # interplay.config.sampling_settings of the run
         int(snakemake.wildcards.block),
         snakemake.input.data,
         snakemake.output[0],
