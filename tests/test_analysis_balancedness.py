@@ -57,8 +57,8 @@ def test_prior_draws_satisfy_the_identity(tmp_path):
     # per-unit rhs: fan_in + 1 - fan_out
     assert set(neurons.loc[neurons["layer"] == 0, "rhs"]) == {3 + 1 - 5}
     assert set(neurons.loc[neurons["layer"] == 1, "rhs"]) == {6 + 1 - 2}
-    # z-scores of 11 units: calibrated, not degenerate (sd neither ~0 nor inflated)
-    z = neurons["z"].to_numpy()
+    # t-scores of 11 units: calibrated, not degenerate (sd neither ~0 nor inflated)
+    z = neurons["t"].to_numpy()
     assert 0.4 < z.std(ddof=1) < 1.8
     assert stats.kstest(z, "norm").pvalue > 1e-3
 
@@ -69,7 +69,7 @@ def test_z_scores_are_calibrated_over_replicates(tmp_path):
     for seed in range(12):
         path, run = _prior_file(tmp_path, seed=100 + seed, chains=20, draws=40, name=f"rep{seed}")
         table = balancedness_table(path, run)
-        zs.extend(table.loc[table["kind"] == "layer_pair", "z"])
+        zs.extend(table.loc[table["kind"] == "layer_pair", "t"])
     zs = np.asarray(zs)
     assert 0.6 < zs.std(ddof=1) < 1.5
     assert abs(zs.mean()) < 0.6
@@ -80,34 +80,40 @@ def test_wrong_sampler_is_flagged(tmp_path):
     path, run = _prior_file(tmp_path, inflate={"kernel_1": 1.15}, name="inflated")
     table = balancedness_table(path, run)
     pairs = table[table["kind"] == "layer_pair"]
-    assert run_verdict(table) == "violated"
+    assert run_verdict(table) == "deviates"
     assert pairs["reject"].all()  # kernel_1 enters both pairs
-    assert run_verdict(table, "neuron") == "violated"
+    assert run_verdict(table, "neuron") == "deviates"
+    assert run_verdict(table, "run") == "deviates"
+    # the simultaneous interval of every rejected row excludes 0, and the worst relative error is reported
+    rejected = pairs[pairs["reject"]]
+    assert ((rejected["rel_error_lo"] > 0) | (rejected["rel_error_hi"] < 0)).all()
+    row = table[(table["kind"] == "verdict") & (table["family"] == "layer_pair")].iloc[0]
+    assert row["worst_rel_error"] == pairs.loc[pairs["rel_error"].abs().idxmax(), "rel_error"]
 
 
-def test_few_autocorrelated_chains_use_ess(tmp_path):
-    path, run = _prior_file(tmp_path, chains=4, draws=1500, autocorrelation=0.9, name="ar1")
-    table = balancedness_table(path, run)
-    pairs = table[table["kind"] == "layer_pair"]
-    assert (pairs["se_method"] == "ess").all()
-    # AR(1) with rho = 0.9 has ESS ~ N (1 - rho) / (1 + rho) ~ 0.05 N per scalar: far below 4 * 1500
-    assert (pairs["ess"] < 0.3 * 4 * 1500).all() and (pairs["ess"] > 50).all()
-    assert (np.abs(pairs["z"]) < 3.5).all()
-    assert run_verdict(table) == "holds"
-
-
-def test_few_long_chains_fall_back_to_batch_means(tmp_path, monkeypatch):
-    from interplay.analysis import balancedness
-
-    monkeypatch.setattr(balancedness, "MAX_PER_DRAW_BYTES", 0)
+def test_few_autocorrelated_chains_use_batch_means(tmp_path):
     path, run = _prior_file(tmp_path, chains=4, draws=1500, autocorrelation=0.9, name="batches")
     table = balancedness_table(path, run)
     pairs = table[table["kind"] == "layer_pair"]
     assert (pairs["se_method"] == "batch_means").all()
-    assert (np.abs(pairs["z"]) < 3.5).all()
+    # 4 chains x 5 batches: df = 4 * (5 - 1), Student-t critical values above the normal ones
+    assert (pairs["df"] == 16).all()
+    assert (pairs["t_critical"] > stats.norm.isf(1e-3 / 4)).all()
+    assert (np.abs(pairs["t"]) < 3.5).all()
+    assert run_verdict(table) == "holds"
     # batch means see the autocorrelation: errors several times the iid ones (left ~ chi^2_{d_l}, d = 24, 35)
     naive = np.sqrt(2 * np.array([24.0, 35.0]) / (4 * 1500))
     assert (pairs["left_se"].to_numpy() > 2 * naive).all()
+
+
+def test_many_chains_use_chain_means_with_g_minus_1_df(tmp_path):
+    path, run = _prior_file(tmp_path, chains=12, draws=30, name="chains12")
+    table = balancedness_table(path, run)
+    rows = table[table["kind"] != "verdict"]
+    assert (rows["se_method"] == "chain_means").all()
+    assert (rows["df"] == 11).all()
+    expected = stats.t.isf(1e-3 / (2 * 2), 11)
+    np.testing.assert_allclose(rows.loc[rows["kind"] == "layer_pair", "t_critical"], expected)
 
 
 def test_flat_bias_prior_counts_the_bias_on_the_right(tmp_path):
@@ -133,7 +139,7 @@ def test_flat_bias_prior_counts_the_bias_on_the_right(tmp_path):
     table = balancedness_table(path, run)
     pair = table[table["kind"] == "layer_pair"].iloc[0]
     assert pair["rhs"] == (n_in * hidden + hidden) - hidden * n_out
-    assert abs(pair["z"]) < 3.5
+    assert abs(pair["t"]) < 3.5
     assert run_verdict(table) == "holds"
     neurons = table[table["kind"] == "neuron"]
     assert set(neurons["rhs"]) == {n_in + 1 - n_out}
@@ -147,7 +153,9 @@ def test_entry_point_writes_csv_and_tanh_is_marked(tmp_path):
     analyse_balancedness(path, out, run)
     table = pd.read_csv(out)
     assert set(table["kind"]) == {"layer_pair", "neuron", "verdict"}
-    assert "does not apply" in run_verdict(table)
+    assert run_verdict(table) == "not applicable"
+    assert run_verdict(table, "run") == "not applicable"
+    assert table.loc[table["kind"] == "layer_pair", "rel_error"].notna().all()  # numbers still reported
     assert not table["symmetry_applies"].any()
     nc_table = analyse_balancedness(path, out.with_suffix(".nc"), run)
     with xr.open_dataset(out.with_suffix(".nc")) as ds:

@@ -396,6 +396,10 @@ def sample_resources(run: dict, in_dim: int = 16, n_train: int = 20000) -> dict[
     if sampler["kind"] == "mile":
         gradients = sampler["mclmc"]["warmup_steps"] + sampler["mclmc"]["steps"]
         draws = sampler["mclmc"]["steps"] // sampler["mclmc"]["thin"]
+    elif sampler["kind"] == "mams":  # transitions of up to max_integration_steps, 2 gradients each
+        mams = sampler["mams"]
+        gradients = 2 * min(64, mams["max_integration_steps"]) * (mams["warmup_steps"] + mams["steps"])
+        draws = mams["steps"] // mams["thin"]
     elif sampler["kind"] == "nuts":
         gradients = 64 * (sampler["nuts"]["warmup"] + sampler["nuts"]["draws"])
         draws = sampler["nuts"]["draws"]

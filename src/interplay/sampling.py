@@ -5,6 +5,7 @@ uses only ``fold_in(PRNGKey(seed), c)`` (and keys derived from it), so its draws
 the block it ran in. Sampler kinds:
 
 - ``mile``: deep-ensemble warm start (AdamW, vectorised) -> MCLMC tuning and sampling per chain.
+- ``mams``: the same warm start -> Metropolis-adjusted MCLMC (MAMS), tuned per chain; unbiased.
 - ``nuts``: NUTS (window adaptation) from the warm-start members.
 - ``de``: the warm-start members alone, one draw per chain.
 - ``mfvi``: mean-field VI (NumPyro AutoNormal), draws from each chain's fitted guide.
@@ -40,7 +41,9 @@ from interplay.models import (
 )
 from interplay.posterior_io import REQUIRED_STATS, write_block
 
-SAMPLER_KINDS = ("mile", "nuts", "de", "mfvi")
+SAMPLER_KINDS = ("mile", "mams", "nuts", "de", "mfvi")
+# The sampler block of `sampler` that each MCMC kind reads.
+MCMC_SETTINGS = {"mile": "mclmc", "mams": "mams", "nuts": "nuts"}
 # Sub-keys of each chain key: one independent stream per stage of the job.
 WARMSTART_STREAM, SAMPLER_STREAM = 0, 1
 # Predictive chunking: at most this many (chain x test point x unit) floats of activations at once.
@@ -275,7 +278,7 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     causes: dict[str, np.ndarray] = {}
 
     members = None
-    if kind in ("mile", "nuts", "de"):
+    if kind in ("mile", "mams", "nuts", "de"):
         from interplay.samplers.warmstart import train_ensemble_with_info, warmstart_grad_evals
 
         start = time.perf_counter()
@@ -298,10 +301,10 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         stats["warmstart_val_loss"] = nan
 
     sampler_keys = _stream(keys, SAMPLER_STREAM)
-    if kind in ("mile", "nuts"):
+    if kind in MCMC_SETTINGS:
         logdensity = make_logdensity(model, prior, x_train, y_train)
         run_fn = _sampler_fn(kind)
-        cfg = sampler["mclmc" if kind == "mile" else "nuts"]
+        cfg = sampler[MCMC_SETTINGS[kind]]
         draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=progress)
         sampler_stats = dict(sampler_stats)
         sampler_flag = np.asarray(sampler_stats.pop("diverged"), bool)
@@ -310,6 +313,8 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         if kind == "mile":
             energy_variance = np.asarray(sampler_stats["energy_variance"])
             causes["non-finite energies"] = sampler_flag | ~np.isfinite(energy_variance)
+        if kind == "mams":  # a chain stuck at its start is as useless as a diverged one
+            causes["rejected every proposal"] = np.asarray(sampler_stats.pop("rejected_all"), bool)
         stats.update(sampler_stats)
     elif kind == "de":
         draws = jax.tree.map(lambda leaf: leaf[:, None], members)
@@ -358,6 +363,10 @@ def _sampler_fn(kind: str):
         from interplay.samplers.mclmc import run_mclmc
 
         return run_mclmc
+    if kind == "mams":
+        from interplay.samplers.mams import run_mams
+
+        return run_mams
     from interplay.samplers.nuts import run_nuts
 
     return run_nuts

@@ -12,6 +12,7 @@ rule balancedness:
     params:
         analysis="balancedness",
         run=run_settings,
+        options={"margin": config["analysis"]["balancedness"]["margin"]},
     log:
         "results/logs/analysis/{run}/balancedness.log",
     conda:

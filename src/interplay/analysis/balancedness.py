@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,7 +33,7 @@ from interplay.analysis.streaming import (
     MIN_CHAINS_FOR_CHAIN_SE,
     GroupSums,
     LayerSpec,
-    ess_mean_se,
+    McGroups,
     iter_chain_blocks,
     mc_groups,
     network_layout,
@@ -45,7 +46,6 @@ from interplay.analysis.streaming import (
 
 HOMOGENEOUS_ACTIVATIONS = ("relu", "identity", "linear")
 DEFAULT_LEVEL = 1e-3
-MAX_PER_DRAW_BYTES = 256 * 2**20
 
 
 # ----------------------------------------------------------------------------- per-draw terms (pure)
@@ -84,25 +84,145 @@ def neuron_rhs(layer: LayerSpec, next_layer: LayerSpec) -> int:
 
 # ----------------------------------------------------------------------------- tests and verdict
 
+DEFAULT_MARGIN = 0.05
+VERDICTS = ("holds", "holds within margin", "inconclusive", "deviates", "untestable", "not applicable")
+# Severity order of the testable outcomes: the run verdict is the most severe of its families'.
+_SEVERITY = {"holds": 0, "holds within margin": 1, "inconclusive": 2, "deviates": 3}
 
-def z_tests(estimate, se, rhs, level: float = DEFAULT_LEVEL) -> pd.DataFrame:
-    """z-scores, two-sided p-values and Bonferroni rejections of estimate == rhs over one family."""
-    estimate, se, rhs = (np.asarray(a, dtype=np.float64) for a in (estimate, se, rhs))
-    z = (estimate - rhs) / se
-    p = 2 * stats.norm.sf(np.abs(z))
-    n_tests = max(int(np.isfinite(z).sum()), 1)
-    z_critical = stats.norm.isf(level / (2 * n_tests))
+
+def se_df(groups: McGroups) -> int:
+    """Degrees of freedom of a standard error from `groups` (the Student t the test uses).
+
+    Chain means (independent chains, possibly merged into contiguous sets): G - 1 for G groups.
+    Batch means (fewer than MIN_CHAINS_FOR_CHAIN_SE chains, B > 1 contiguous batches per chain): the
+    conservative n_chains * (B - 1) = G - n_chains, the degrees of freedom of the within-chain spread of
+    batch means; it gives up one per chain for the chain's own level and the residual correlation of
+    neighbouring batches. One batch per chain (very short chains) is chain means again: G - 1."""
+    n_chain_groups = int(groups.chain_group.max() + 1)
+    n_groups = groups.n_groups
+    if groups.method == "batch_means" and groups.n_batches > 1:
+        return n_groups - n_chain_groups
+    return n_groups - 1
+
+
+def t_tests(estimate, se, df, rhs, level: float = DEFAULT_LEVEL, *, scale=None) -> pd.DataFrame:
+    """Two-sided Student-t tests of estimate == rhs over one family, Bonferroni-corrected, with the
+    relative error and its simultaneous confidence interval.
+
+    t = (estimate - rhs) / se with `df` degrees of freedom (per row); p-values from t_df; reject where
+    |t| > t_critical = t_df quantile at 1 - level / (2 m), m the number of finite tests, so a family
+    of exact estimates has a family-wise false-alarm rate <= level. rel_error = (estimate - rhs) /
+    rel_scale with rel_scale = |rhs|, or where rhs == 0 the positive `scale` given (the left term's
+    mean); rel_error_lo/hi = (estimate -+ t_critical se - rhs) / rel_scale: the Bonferroni interval,
+    which excludes 0 exactly when the row is rejected."""
+    estimate, se, df, rhs = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64) for a in (estimate, se, df, rhs)))
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel_error = np.where(rhs != 0, (estimate - rhs) / np.abs(rhs), np.nan)
-    return pd.DataFrame({"z": z, "p_value": p, "rel_error": rel_error, "reject": np.abs(z) > z_critical,
-                         "n_tests": n_tests, "z_critical": z_critical, "level": level})
+        t = (estimate - rhs) / se
+        finite = np.isfinite(t) & np.isfinite(df) & (df > 0)
+        n_tests = max(int(finite.sum()), 1)
+        p = np.where(finite, 2 * stats.t.sf(np.abs(t), np.where(finite, df, 1.0)), np.nan)
+        t_critical = np.where(finite, stats.t.isf(level / (2 * n_tests), np.where(finite, df, 1.0)), np.nan)
+        fallback = np.full(estimate.shape, np.nan) if scale is None else np.abs(np.asarray(scale, np.float64))
+        rel_scale = np.where(rhs != 0, np.abs(rhs), fallback)
+        rel_scale = np.where(rel_scale > 0, rel_scale, np.nan)
+        rel_error = (estimate - rhs) / rel_scale
+        half = t_critical * se / rel_scale
+    return pd.DataFrame({"t": np.where(finite, t, np.nan), "df": df, "p_value": p, "reject": finite & (np.abs(t) > t_critical),
+                         "n_tests": n_tests, "t_critical": t_critical, "level": level, "rel_scale": rel_scale,
+                         "rel_error": rel_error, "rel_error_lo": rel_error - half, "rel_error_hi": rel_error + half})
 
 
-def verdict(table: pd.DataFrame) -> str:
-    """'holds' / 'violated' (any Bonferroni rejection) / 'untestable' (no finite z)."""
-    if table.empty or not np.isfinite(table["z"]).any():
-        return "untestable"
-    return "violated" if bool(table["reject"].any()) else "holds"
+def family_verdict(rows: pd.DataFrame, margin: float = DEFAULT_MARGIN, *, applies: bool = True
+                   ) -> tuple[str, float]:
+    """(verdict, worst relative error) of one family of test rows (columns t, reject, rel_error,
+    rel_error_lo, rel_error_hi).
+
+    untestable: no finite test. not applicable: the identity does not hold for the activation (the
+    numbers are still reported). holds: nothing rejected. Otherwise, over the rejected rows: deviates
+    if some row's interval lies outside [-margin, margin] (a bias that matters, resolved); holds within
+    margin if every rejected row's interval lies inside it (a real but negligible bias, resolved by
+    many chains); inconclusive otherwise (an interval straddles the margin, or has no relative scale).
+    The worst relative error is the signed rel_error of largest magnitude over the finite rows."""
+    t = np.asarray(rows["t"], dtype=np.float64) if len(rows) else np.zeros(0)
+    finite = np.isfinite(t)
+    rel = np.asarray(rows["rel_error"], dtype=np.float64)[finite] if len(rows) else np.zeros(0)
+    rel = rel[np.isfinite(rel)]
+    worst = float(rel[np.argmax(np.abs(rel))]) if rel.size else float("nan")
+    if not finite.any():
+        return "untestable", worst
+    if not applies:
+        return "not applicable", worst
+    rejected = rows[np.asarray(rows["reject"], dtype=bool)]
+    if rejected.empty:
+        return "holds", worst
+    lo = rejected["rel_error_lo"].to_numpy(np.float64)
+    hi = rejected["rel_error_hi"].to_numpy(np.float64)
+    if ((lo > margin) | (hi < -margin)).any():
+        return "deviates", worst
+    if ((lo >= -margin) & (hi <= margin)).all():
+        return "holds within margin", worst
+    return "inconclusive", worst
+
+
+def combine_verdicts(verdicts: Sequence[str]) -> str:
+    """The run verdict from its families' verdicts: the most severe testable one; 'not applicable' if
+    any family is; 'untestable' if no family is testable."""
+    verdicts = list(verdicts)
+    if "not applicable" in verdicts:
+        return "not applicable"
+    testable = [v for v in verdicts if v in _SEVERITY]
+    return max(testable, key=_SEVERITY.__getitem__) if testable else "untestable"
+
+
+class Summary(NamedTuple):
+    """Means and standard errors over the groups, per statistic (the last axis of the group sums)."""
+    left: np.ndarray
+    left_se: np.ndarray
+    right: np.ndarray
+    right_se: np.ndarray
+    estimate: np.ndarray
+    se: np.ndarray
+    df: int
+    se_method: str
+
+
+def summarise(sums: GroupSums) -> Summary:
+    """Summary of group sums of shape (G, ..., 2) with (left, right) on the last axis; the estimate is
+    left - right with its own (paired) standard error."""
+    mean, se = sums.mean(), sums.se()
+    diff_sums = sums.sums[..., 0] - sums.sums[..., 1]
+    diff_mean = diff_sums.sum(axis=0) / sums.counts.sum()
+    diff_se = ratio_se(diff_sums, sums.counts)
+    # one batch per chain (chains too short to batch) is chain means
+    method = "chain_means" if sums.groups.method == "chains" or sums.groups.n_batches == 1 else "batch_means"
+    return Summary(mean[..., 0], se[..., 0], mean[..., 1], se[..., 1], diff_mean, diff_se, se_df(sums.groups),
+                   method)
+
+
+def family_table(summary: Summary, rhs, level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+    """The estimate, standard-error and test columns of one family from its Summary."""
+    rows = pd.DataFrame({"left": summary.left, "left_se": summary.left_se, "right": summary.right,
+                         "right_se": summary.right_se, "estimate": summary.estimate, "se": summary.se,
+                         "se_method": summary.se_method})
+    tests = t_tests(rows["estimate"], rows["se"], summary.df, rhs, level, scale=rows["left"])
+    rows["rhs"] = np.broadcast_to(np.asarray(rhs), len(rows))
+    return pd.concat([rows, tests], axis=1)
+
+
+def draws_family_table(left_right: np.ndarray, rhs, *, level: float = DEFAULT_LEVEL,
+                       min_chains: int = MIN_CHAINS_FOR_CHAIN_SE) -> pd.DataFrame:
+    """One family's table from in-memory per-draw terms (chain, draw, n, 2): the same groups, standard
+    errors and tests as `balancedness_table` (for tests and small studies)."""
+    left_right = np.asarray(left_right, dtype=np.float64)
+    groups = mc_groups(left_right.shape[0], left_right.shape[1], min_chains=min_chains)
+    sums = GroupSums(groups, left_right.shape[2:])
+    sums.add(0, left_right)
+    return family_table(summarise(sums), rhs, level)
+
+
+def verdict(table: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> str:
+    """The verdict of one family's rows (see family_verdict)."""
+    return family_verdict(table, margin)[0]
 
 
 # ----------------------------------------------------------------------------- streaming estimate
@@ -112,15 +232,23 @@ def _pairs(layers: Sequence[LayerSpec]) -> list[tuple[LayerSpec, LayerSpec]]:
     return list(itertools.pairwise(layers))
 
 
+COLUMNS = ["run", "kind", "family", "layer", "neuron", "left", "left_se", "right", "right_se", "estimate", "se",
+           "se_method", "df", "rhs", "t", "p_value", "reject", "n_tests", "t_critical", "level", "rel_scale",
+           "rel_error", "rel_error_lo", "rel_error_hi", "margin", "verdict", "worst_rel_error",
+           "symmetry_applies", "n_chains", "n_draws"]
+
+
 def balancedness_table(posterior_path, run: Mapping | None = None, *, level: float = DEFAULT_LEVEL,
-                       min_chains: int = MIN_CHAINS_FOR_CHAIN_SE, max_bytes: int = DEFAULT_BLOCK_BYTES
-                       ) -> pd.DataFrame:
+                       margin: float = DEFAULT_MARGIN, min_chains: int = MIN_CHAINS_FOR_CHAIN_SE,
+                       max_bytes: int = DEFAULT_BLOCK_BYTES) -> pd.DataFrame:
     """Balancedness estimates for every hidden layer (pair l, l+1) and hidden unit, streamed over chains.
 
-    Standard errors: spread of chain means with >= `min_chains` chains (chains are independent);
-    otherwise sd / sqrt(ESS) with ArviZ's ESS of the per-draw statistic (the per-draw statistics of
-    so few chains are small enough to keep; past MAX_PER_DRAW_BYTES, batch means instead).
-    Rows: kind = layer_pair | neuron | verdict.
+    Standard errors (column se_method, degrees of freedom df; see se_df): spread of chain means with
+    >= `min_chains` chains (chains are independent), df = G - 1; otherwise batch means over contiguous
+    draws of each chain, df = n_chains * (batches - 1). Tests: Student t, Bonferroni per family
+    (layer pairs; units) at `level`; relative errors with simultaneous intervals judged against
+    `margin` (family_verdict). Rows: kind = layer_pair | neuron | verdict (families layer_pair, neuron
+    and run, the most severe of the two).
     """
     run = dict(run) if run is not None else read_run_config(posterior_path)
     layers = network_layout(posterior_path, run)
@@ -129,22 +257,16 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
     activation = str(run.get("model", {}).get("activation", "relu"))
     applies = activation in HOMOGENEOUS_ACTIVATIONS
     name = run_name(run, posterior_path)
+    common = {"run": name, "n_chains": n_chains, "n_draws": n_draws, "symmetry_applies": applies}
     if not pairs:
-        return pd.DataFrame([{"run": name, "kind": "verdict", "family": "layer_pair", "verdict": "untestable",
-                              "symmetry_applies": applies, "n_chains": n_chains, "n_draws": n_draws}])
+        rows = [{"kind": "verdict", "family": family, "verdict": "untestable", "margin": margin, "level": level}
+                for family in ("layer_pair", "neuron", "run")]
+        return pd.DataFrame(rows).assign(**common).reindex(columns=COLUMNS)
 
     units = [layer.fan_out for layer, _ in pairs]
-    # Few chains: keep the per-draw statistics for ArviZ's ESS, unless they would be large (then
-    # batch means over contiguous draws, which needs only per-batch sums).
-    per_draw_bytes = n_chains * n_draws * (len(pairs) + sum(units)) * 2 * 8
-    use_ess = n_chains < min_chains and per_draw_bytes <= MAX_PER_DRAW_BYTES
-    if use_ess:
-        pair_draws = np.zeros((n_chains, n_draws, len(pairs), 2))
-        neuron_draws = [np.zeros((n_chains, n_draws, u, 2)) for u in units]
-    else:
-        groups = mc_groups(n_chains, n_draws, min_chains=min_chains)
-        pair_sums = GroupSums(groups, (len(pairs), 2))
-        neuron_sums = [GroupSums(groups, (u, 2)) for u in units]
+    groups = mc_groups(n_chains, n_draws, min_chains=min_chains)
+    pair_sums = GroupSums(groups, (len(pairs), 2))
+    neuron_sums = [GroupSums(groups, (u, 2)) for u in units]
 
     names = sorted({n for layer in layers for n in (layer.kernel, layer.bias) if n is not None})
     for first, block in iter_chain_blocks(posterior_path, "posterior", names, max_bytes=max_bytes,
@@ -156,75 +278,44 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
             kw = {"tau": layer.kernel_scale, "bias_tau": layer.bias_scale, "tau_next": nxt.kernel_scale}
             left, right = neuron_terms(*args, **kw)
             pair_block[:, :, i, 0], pair_block[:, :, i, 1] = left.sum(axis=-1), right.sum(axis=-1)
-            if use_ess:
-                neuron_draws[i][first:first + n] = np.stack([left, right], axis=-1)
-            else:
-                neuron_sums[i].add(first, np.stack([left, right], axis=-1))
-        if use_ess:
-            pair_draws[first:first + n] = pair_block
-        else:
-            pair_sums.add(first, pair_block)
+            neuron_sums[i].add(first, np.stack([left, right], axis=-1))
+        pair_sums.add(first, pair_block)
 
-    def summarise(left_right_draws=None, sums: GroupSums | None = None):
-        """(left, left_se, right, right_se, diff, diff_se, ess) arrays over the last axis groups."""
-        if sums is None:
-            lr = left_right_draws
-            diff = lr[..., 0] - lr[..., 1]
-            left, left_se, _ = ess_mean_se(lr[..., 0])
-            right, right_se, _ = ess_mean_se(lr[..., 1])
-            est, se, ess = ess_mean_se(diff)
-            return left, left_se, right, right_se, est, se, ess, "ess"
-        mean, se = sums.mean(), sums.se()
-        diff_sums = sums.sums[..., 0] - sums.sums[..., 1]
-        diff_mean = diff_sums.sum(axis=0) / sums.counts.sum()
-        diff_se = ratio_se(diff_sums, sums.counts)
-        ess = np.full(diff_mean.shape, np.nan)
-        method = "chain_means" if sums.groups.method == "chains" else "batch_means"
-        return mean[..., 0], se[..., 0], mean[..., 1], se[..., 1], diff_mean, diff_se, ess, method
+    pair_table = family_table(summarise(pair_sums), [pair_rhs(layer, nxt) for layer, nxt in pairs], level)
+    pair_table.insert(0, "neuron", -1)
+    pair_table.insert(0, "layer", [layer.index for layer, _ in pairs])
+    pair_table["kind"] = pair_table["family"] = "layer_pair"
 
-    common = {"run": name, "n_chains": n_chains, "n_draws": n_draws, "symmetry_applies": applies}
-    pair_summary = summarise(pair_draws if use_ess else None, None if use_ess else pair_sums)
-    rows = pd.DataFrame({
-        "kind": "layer_pair", "layer": [layer.index for layer, _ in pairs], "neuron": -1,
-        "left": pair_summary[0], "left_se": pair_summary[1], "right": pair_summary[2],
-        "right_se": pair_summary[3], "estimate": pair_summary[4], "se": pair_summary[5],
-        "ess": pair_summary[6], "se_method": pair_summary[7],
-        "rhs": [pair_rhs(layer, nxt) for layer, nxt in pairs],
-    })
-    pair_table = pd.concat([rows, z_tests(rows["estimate"], rows["se"], rows["rhs"], level)], axis=1)
-    pair_table["family"] = "layer_pair"
+    # One Bonferroni family over all hidden units of the net (units of every layer together).
+    neuron_summaries = [summarise(s) for s in neuron_sums]
+    stacked = Summary(*(np.concatenate([getattr(s, f) for s in neuron_summaries]) for f in Summary._fields[:6]),
+                      neuron_summaries[0].df, neuron_summaries[0].se_method)
+    neuron_rhs_values = np.concatenate([np.full(u, neuron_rhs(layer, nxt)) for u, (layer, nxt) in zip(units, pairs)])
+    neuron_table = family_table(stacked, neuron_rhs_values, level)
+    neuron_table.insert(0, "neuron", np.concatenate([np.arange(u) for u in units]))
+    neuron_table.insert(0, "layer", np.concatenate([np.full(u, layer.index) for u, (layer, _) in zip(units, pairs)]))
+    neuron_table["kind"] = neuron_table["family"] = "neuron"
 
-    neuron_rows = []
-    for i, (layer, nxt) in enumerate(pairs):
-        summary = summarise(neuron_draws[i] if use_ess else None, None if use_ess else neuron_sums[i])
-        neuron_rows.append(pd.DataFrame({
-            "kind": "neuron", "layer": layer.index, "neuron": np.arange(units[i]),
-            "left": summary[0], "left_se": summary[1], "right": summary[2], "right_se": summary[3],
-            "estimate": summary[4], "se": summary[5], "ess": summary[6], "se_method": summary[7],
-            "rhs": neuron_rhs(layer, nxt),
-        }))
-    neuron_table = pd.concat(neuron_rows, ignore_index=True)
-    neuron_table = pd.concat([neuron_table, z_tests(neuron_table["estimate"], neuron_table["se"],
-                                                    neuron_table["rhs"], level)], axis=1)
-    neuron_table["family"] = "neuron"
-
-    verdict_rows = pd.DataFrame([
-        {"kind": "verdict", "family": family, "level": level, "n_tests": int(t["n_tests"].iloc[0]),
-         "z_critical": float(t["z_critical"].iloc[0]), "z": float(np.nanmax(np.abs(t["z"]))),
-         "verdict": verdict(t) if applies else f"{verdict(t)} (symmetry does not apply to {activation})"}
-        for family, t in (("layer_pair", pair_table), ("neuron", neuron_table))
-    ])
-    table = pd.concat([pair_table, neuron_table, verdict_rows], ignore_index=True)
-    for key, value in common.items():
-        table[key] = value
-    columns = ["run", "kind", "family", "layer", "neuron", "left", "left_se", "right", "right_se", "estimate",
-               "se", "se_method", "ess", "rhs", "z", "p_value", "rel_error", "reject", "n_tests", "z_critical",
-               "level", "verdict", "symmetry_applies", "n_chains", "n_draws"]
-    return table.reindex(columns=columns)
+    verdict_rows = []
+    for family, t in (("layer_pair", pair_table), ("neuron", neuron_table)):
+        outcome, worst = family_verdict(t, margin, applies=applies)
+        abs_t = np.abs(t["t"].to_numpy(np.float64))
+        verdict_rows.append({
+            "kind": "verdict", "family": family, "level": level, "margin": margin, "n_tests": int(t["n_tests"].iloc[0]),
+            "df": float(t["df"].iloc[0]), "se_method": t["se_method"].iloc[0],
+            "t_critical": float(np.nanmax(t["t_critical"])) if t["t_critical"].notna().any() else np.nan,
+            "t": float(np.nanmax(abs_t)) if np.isfinite(abs_t).any() else np.nan,
+            "verdict": outcome, "worst_rel_error": worst})
+    worst_all = [r["worst_rel_error"] for r in verdict_rows if np.isfinite(r["worst_rel_error"])]
+    verdict_rows.append({"kind": "verdict", "family": "run", "level": level, "margin": margin,
+                         "verdict": combine_verdicts([r["verdict"] for r in verdict_rows]),
+                         "worst_rel_error": max(worst_all, key=abs) if worst_all else np.nan})
+    table = pd.concat([pair_table, neuron_table, pd.DataFrame(verdict_rows)], ignore_index=True)
+    return table.assign(**common).reindex(columns=COLUMNS)
 
 
 def run_verdict(table: pd.DataFrame, family: str = "layer_pair") -> str:
-    """The run-level verdict stored in a balancedness table."""
+    """The verdict stored in a balancedness table for `family` (layer_pair, neuron, or run)."""
     rows = table[(table["kind"] == "verdict") & (table["family"] == family)]
     if rows.empty:
         raise ValueError(f"the table has no verdict row for family {family!r}")
@@ -232,8 +323,8 @@ def run_verdict(table: pd.DataFrame, family: str = "layer_pair") -> str:
 
 
 def analyse_balancedness(posterior_path, out_path, run: Mapping | None = None, *,
-                         level: float = DEFAULT_LEVEL) -> pd.DataFrame:
+                         level: float = DEFAULT_LEVEL, margin: float = DEFAULT_MARGIN) -> pd.DataFrame:
     """Snakemake entry point: balancedness table of one run -> CSV (or NetCDF) at `out_path`."""
-    table = balancedness_table(posterior_path, run, level=level)
+    table = balancedness_table(posterior_path, run, level=level, margin=margin)
     write_table(table, out_path)
     return table

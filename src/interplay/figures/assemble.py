@@ -120,8 +120,9 @@ def assemble_pdf(entries: Sequence[tuple[str, str, str]], out_path, *, study: st
 
 
 def verdict_table(entries: Sequence[tuple[Mapping, str | Path | pd.DataFrame]]) -> pd.DataFrame:
-    """Balancedness verdicts across runs: one row per run with the layer-pair and per-unit verdicts,
-    the largest |z| of each family and its Bonferroni critical value. entries: (run, table or CSV)."""
+    """Balancedness verdicts across runs: one row per run with the run verdict and the layer-pair and
+    per-unit verdicts, each with its worst relative error, largest |t|, Bonferroni t critical value,
+    degrees of freedom and standard-error method, and the margin. entries: (run, table or CSV)."""
     rows = []
     for run, table in entries:
         table = pd.read_csv(table) if isinstance(table, (str, Path)) else table
@@ -130,12 +131,19 @@ def verdict_table(entries: Sequence[tuple[Mapping, str | Path | pd.DataFrame]]) 
         row = {"run": run["name"], "dataset": run["dataset"], "hidden": "-".join(map(str, hidden)),
                "activation": run["model"]["activation"], "sampler": run["sampler"]["kind"],
                "chains": int(table["n_chains"].dropna().iloc[0]) if table["n_chains"].notna().any() else np.nan}
+        if "run" in verdicts.index:
+            row["verdict"] = verdicts.loc["run", "verdict"]
+            row["worst_rel_error"] = verdicts.loc["run", "worst_rel_error"]
+            row["margin"] = verdicts.loc["run", "margin"]
         for family in ("layer_pair", "neuron"):
             if family in verdicts.index:
                 found = verdicts.loc[family]
                 row[f"{family}_verdict"] = found["verdict"]
-                row[f"{family}_max_abs_z"] = found["z"]
-                row[f"{family}_z_critical"] = found["z_critical"]
+                row[f"{family}_worst_rel_error"] = found["worst_rel_error"]
+                row[f"{family}_max_abs_t"] = found["t"]
+                row[f"{family}_t_critical"] = found["t_critical"]
+                row[f"{family}_df"] = found["df"]
+                row[f"{family}_se_method"] = found["se_method"]
             else:
                 row[f"{family}_verdict"] = "untestable"
         rows.append(row)

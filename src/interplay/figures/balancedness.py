@@ -3,7 +3,8 @@
 One row per run. Left: per layer pair (l, l+1), the estimate of
 tau_l^-2 E||W_l||^2 + tau_b^-2 E||b_l||^2 - tau_{l+1}^-2 E||K_{l+1}||^2 (+- 2 SE) and the exact
 d_l - d_{l+1}. Right: the same per hidden unit, units of one layer side by side, against each layer's
-exact fan_in + 1 - fan_out. Titles carry the Bonferroni verdicts of the balancedness tables.
+exact fan_in + 1 - fan_out. Titles carry each family's verdict with its worst relative error (Student-t,
+Bonferroni per family, judged against the margin; see interplay.analysis.balancedness).
 """
 
 from __future__ import annotations
@@ -17,6 +18,13 @@ from interplay.figures.data import FigureData, run_label
 def verdicts(table) -> dict[str, str]:
     rows = table[table["kind"] == "verdict"]
     return dict(zip(rows["family"], rows["verdict"]))
+
+
+def worst_errors(table) -> dict[str, float]:
+    rows = table[table["kind"] == "verdict"]
+    if "worst_rel_error" not in rows:
+        return {}
+    return dict(zip(rows["family"], rows["worst_rel_error"].astype(float)))
 
 
 def pair_panel(ax, table, colors) -> None:
@@ -53,8 +61,10 @@ def neuron_panel(ax, table, colors) -> None:
     ax.set_ylabel("per-unit estimate ± 2 SE")
 
 
-def _verdict_line(found: dict[str, str]) -> str:
-    """'layer pairs: holds; units: holds' (a note about the activation said once, not per family)."""
+def _verdict_line(found: dict[str, str], worst: dict[str, float] | None = None) -> str:
+    """'layer pairs: holds (worst rel. error +0.3%); units: holds within margin (worst +1.2%)'; a note in
+    parentheses after a verdict (older tables) is said once, not per family."""
+    worst = worst or {}
     note = ""
     parts = []
     for family, label in (("layer_pair", "layer pairs"), ("neuron", "units")):
@@ -62,7 +72,8 @@ def _verdict_line(found: dict[str, str]) -> str:
         if " (" in verdict:
             verdict, note = verdict.split(" (", 1)
             note = " (" + note
-        parts.append(f"{label}: {verdict}")
+        error = worst.get(family, float("nan"))
+        parts.append(f"{label}: {verdict}" + (f" (worst rel. error {error:+.1%})" if np.isfinite(error) else ""))
     return "; ".join(parts) + note
 
 
@@ -80,7 +91,8 @@ def plot(data: FigureData):
         pair_panel(ax_pairs, table, colors)
         neuron_panel(ax_units, table, colors)
         n_chains = int(table["n_chains"].dropna().iloc[0]) if table["n_chains"].notna().any() else 0
-        sub.suptitle(f"{run_label(data.run(name))}, {n_chains} chains — {_verdict_line(verdicts(table))}",
+        line = _verdict_line(verdicts(table), worst_errors(table))
+        sub.suptitle(f"{run_label(data.run(name))}, {n_chains} chains — {line}",
                      fontsize="small", x=0.01, ha="left")
         if r == 0:
             ax_pairs.legend(fontsize="x-small", loc="best")

@@ -16,7 +16,7 @@ from interplay.figures import style
 from interplay.figures.data import FigureData, architecture, parameter_names, sampler_label
 
 DEFAULT_MAX_CHAINS = 100
-KIND_ORDER = {"mile": 0, "nuts": 1, "mfvi": 2}
+KIND_ORDER = {"mile": 0, "mams": 1, "nuts": 2, "mfvi": 3}
 
 
 def within_chain_correlation(path, run=None, *, max_chains: int = DEFAULT_MAX_CHAINS

@@ -126,7 +126,7 @@ def architecture(run: Mapping) -> str:
     return "-".join(str(h) for h in hidden) if hidden else "linear"
 
 
-SAMPLER_LABELS = {"mile": "MILE", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI"}
+SAMPLER_LABELS = {"mile": "MILE", "mams": "MAMS", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI"}
 
 
 def sampler_label(run: Mapping) -> str:

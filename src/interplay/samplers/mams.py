@@ -1,0 +1,344 @@
+"""MAMS: Metropolis-adjusted microcanonical HMC (Robnik, Cohn-Gordon & Seljak 2025), all chains vectorised.
+
+The unbiased counterpart of MILE's MCLMC: the same isokinetic McLachlan integrator, but each
+transition refreshes the momentum, integrates a trajectory of about L / eps steps and accepts or
+rejects it with a Metropolis-Hastings test, so the chain targets the posterior exactly whatever the
+step size (unadjusted MCLMC carries an O(eps^2) bias that the balancedness identity detects). The
+kernel is BlackJAX 1.7.1's ``blackjax.mcmc.adjusted_mclmc_dynamic.build_kernel`` with a unit
+inverse mass matrix, full momentum refresh (``L_proposal_factor = inf``) and divergence threshold 1000.
+
+Trajectory lengths are jittered, as MAMS requires against resonances, by BlackJAX's quasi-random
+``adjusted_mclmc_dynamic.trajectory_length`` (a Halton sequence over the transition index, mean
+L / eps). Indexing by the transition gives every chain the same jitter at the same transition:
+under ``vmap`` a transition costs the longest trajectory of the chains, so independent uniform
+draws per chain would waste about half the gradients; the sequence is still independent of the
+chain's state, so each transition is a reversible MH kernel and the chain stays exact.
+
+Tuning, ``warmup_steps`` transitions split by ``phases`` (default 40% / 40% / 20%), per chain:
+
+1. Step size by dual averaging (BlackJAX's ``dual_averaging_adaptation``) towards
+   ``target_accept``, trajectories of ``initial_integration_steps`` steps (L tracks eps, as in
+   BlackJAX's avg-preserving tuner).
+2. The same, while streaming means of x and x^2 give L = sqrt(sum of parameter variances), the
+   MAMS paper's (and MILE's phase-2) trajectory length.
+3. Step size by dual averaging again at the new, fixed L; the final eps is the averaged iterate.
+
+BlackJAX's ``adjusted_mclmc_find_L_and_step_size`` tunes one chain in Python-level phases; this
+module runs the same ingredients (dual averaging, streaming variances, the dynamic kernel) inside one
+``lax.scan`` for all chains at once, with progress reports, chain sharding and gradient groups
+shared with MILE (DESIGN.md). BlackJAX's LAPS (``adaptation.laps``) adapts an *ensemble*: its step
+size and preconditioner are functions of all chains, so chain c would change with the block it ran
+in, which this pipeline rules out (a chain depends on its own key only); it is not used.
+
+Then ``steps`` transitions keep every ``thin``-th position.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from blackjax.adaptation.step_size import DualAveragingAdaptationState, dual_averaging_adaptation
+from blackjax.mcmc import adjusted_mclmc_dynamic as bj_mams
+from blackjax.mcmc.integrators import isokinetic_mclachlan
+from blackjax.util import incremental_value_update
+from jax.flatten_util import ravel_pytree
+
+from interplay.samplers import (
+    CHAIN_AXIS,
+    chain_batch_size,
+    chain_mesh,
+    check_chain_inputs,
+    finish_phase,
+    hashable_callback,
+    maybe_report,
+    on_chain_shards,
+    pad_chains,
+    per_chain_keys,
+    report_every,
+)
+
+# The McLachlan integrator evaluates the gradient twice per integration step (the last is reused).
+GRADS_PER_STEP = 2
+INVERSE_MASS_MATRIX = 1.0
+# Dual averaging never proposes a trajectory shorter than this many steps while L tracks eps.
+MIN_STEP_SIZE = 1e-6
+
+DEFAULTS = {
+    # MAMS paper (and BlackJAX's LAPS for d > 200): an acceptance rate of about 0.9 is efficient in
+    # high dimension; the BNNs here have hundreds to thousands of parameters.
+    "target_accept": 0.9,
+    "phases": (0.4, 0.4, 0.2),
+    "initial_step_size": 0.01,
+    # Trajectory length (in steps) while eps is tuned before L is known (BlackJAX's avg-preserving
+    # tuner uses 2; a few more decorrelate faster at little cost).
+    "initial_integration_steps": 4,
+    # A cap on the mean trajectory length L / eps: bounds the cost of one transition (it never
+    # biases the chain, only shortens trajectories of very wide posteriors).
+    "max_integration_steps": 32,
+    "chain_batch": None,
+}
+REQUIRED = ("warmup_steps", "steps", "thin")
+
+
+class Tuning(NamedTuple):
+    """Per-chain tuning state."""
+
+    dual_averaging: DualAveragingAdaptationState
+    step_size: jnp.ndarray
+    L: jnp.ndarray
+
+
+# ----------------------------------------------------------------------------- small pure parts
+
+
+def resolve_config(cfg: Mapping) -> dict:
+    """The MAMS config with defaults filled in, checked; errors name the bad setting."""
+    missing = [name for name in REQUIRED if name not in cfg]
+    if missing:
+        raise KeyError(f"sampler.mams lacks {missing}")
+    resolved = {**DEFAULTS, **cfg}
+    for name in ("warmup_steps", "steps", "thin", "initial_integration_steps", "max_integration_steps"):
+        value = resolved[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"sampler.mams.{name} must be a non-negative integer, got {value!r}")
+        resolved[name] = int(value)
+    if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
+        raise ValueError(f"sampler.mams.steps ({resolved['steps']}) must be a positive multiple of "
+                         f"thin ({resolved['thin']})")
+    if min(resolved["initial_integration_steps"], resolved["max_integration_steps"]) < 1:
+        raise ValueError("sampler.mams.initial_integration_steps and max_integration_steps must be >= 1")
+    if not 0.0 < float(resolved["target_accept"]) < 1.0:
+        raise ValueError(f"sampler.mams.target_accept must lie in (0, 1), got {resolved['target_accept']!r}")
+    if not (math.isfinite(resolved["initial_step_size"]) and resolved["initial_step_size"] > 0):
+        raise ValueError(f"sampler.mams.initial_step_size must be positive, got {resolved['initial_step_size']!r}")
+    chain_batch = resolved["chain_batch"]
+    if chain_batch is not None and (isinstance(chain_batch, bool) or not isinstance(chain_batch, (int, np.integer))
+                                    or chain_batch < 1):
+        raise ValueError(f"sampler.mams.chain_batch must be a positive integer or null, got {chain_batch!r}")
+    phases = tuple(float(p) for p in resolved["phases"])
+    if len(phases) != 3 or min(phases) < 0 or abs(sum(phases) - 1.0) > 1e-6:
+        raise ValueError(f"sampler.mams.phases must be 3 non-negative fractions summing to 1, got {phases}")
+    resolved["phases"] = phases
+    return resolved
+
+
+def phase_lengths(warmup_steps: int, phases) -> tuple[int, int, int]:
+    """Transitions of the three tuning phases (the third takes the rounding remainder)."""
+    n1 = int(warmup_steps * phases[0])
+    n2 = int(warmup_steps * phases[1])
+    return n1, n2, warmup_steps - n1 - n2
+
+
+def integration_steps(t, mean_steps):
+    """Integration steps of transition `t`: BlackJAX's Halton trajectory length with mean `mean_steps`
+    (>= 1), at least one step."""
+    return jnp.maximum(bj_mams.trajectory_length(t, mean_steps), 1).astype(jnp.int32)
+
+
+def mean_integration_steps(tuning: Tuning, max_steps: int):
+    """L / eps, clipped to [1, max_steps]."""
+    return jnp.clip(tuning.L / tuning.step_size, 1.0, max_steps)
+
+
+# ----------------------------------------------------------------------------- driver
+
+
+_KERNEL = bj_mams.build_kernel(integration_steps_fn=integration_steps, integrator=isokinetic_mclachlan,
+                               next_random_arg_fn=lambda t: t + 1)
+
+
+def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
+             progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+    """Tune and run MAMS for all chains at once.
+
+    Args:
+        logdensity_fn: unnormalised log density of ONE parameter pytree.
+        initial_positions: parameter pytree, leaves with a leading chain axis.
+        keys: (chains, 2) PRNG keys, one per chain (a chain's result depends on its key only).
+        cfg: ``sampler.mams`` (DESIGN.md).
+        progress: optional host callback ``progress(phase, step, total)`` ("warmup"/"sampling").
+
+    Returns:
+        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin.
+        stats: (chain,) numpy arrays ``step_size``, ``L``, ``acceptance_rate`` and
+            ``n_integration_steps`` (means over the sampling transitions), ``n_divergent`` (transitions
+            whose energy error passed 1000), ``rejected_all`` (no proposal accepted while sampling),
+            ``diverged`` (non-finite positions or tuning), ``n_grad_evals`` (the chain's own
+            trajectories, warmup and sampling), ``energy_variance`` (NaN), ``warmup_seconds``,
+            ``sampling_seconds``.
+    """
+    cfg = resolve_config(cfg)
+    n_chains = check_chain_inputs(initial_positions, keys)
+    mesh = chain_mesh(n_chains)
+    n_padded = -(-n_chains // mesh.size) * mesh.size
+    if n_padded > n_chains:
+        initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
+    batch = chain_batch_size(cfg["chain_batch"], n_padded // mesh.size, mesh.devices.flat[0].platform)
+    if batch < n_padded // mesh.size:
+        logdensity_fn = _grouped_logdensity(logdensity_fn, batch)
+    progress = hashable_callback(progress)
+    tune_keys, sample_keys = per_chain_keys(keys, 2)
+    warmup_steps = cfg["warmup_steps"]
+    n1, n2, n3 = phase_lengths(warmup_steps, cfg["phases"])
+    static = {"logdensity_fn": logdensity_fn, "max_steps": cfg["max_integration_steps"], "mesh": mesh,
+              "progress": progress}
+
+    start = time.perf_counter()
+    states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh)
+    dtype = jnp.result_type(*jax.tree.leaves(initial_positions))
+    step_size = jnp.full((n_padded,), cfg["initial_step_size"], dtype)
+    tuning = Tuning(jax.vmap(_da_init)(step_size), step_size,
+                    step_size * cfg["initial_integration_steps"])
+    states, tuning, warmup_steps_taken = _tune(
+        states, tuning, tune_keys, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2, n3=n3,
+        **static)
+    warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
+
+    start = time.perf_counter()
+    draws, accepted, n_divergent, sampling_steps_taken = _sample(
+        states, tuning, sample_keys, thin=cfg["thin"], n_draws=cfg["steps"] // cfg["thin"], **static)
+    sampling_seconds = finish_phase(progress, "sampling", cfg["steps"], draws, start)
+
+    finite = jax.vmap(lambda chain: jnp.all(jnp.isfinite(ravel_pytree(chain)[0])))(draws)
+    finite = finite & jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)
+    drop = slice(0, n_chains)  # the padding chains go
+    n_steps = cfg["steps"]
+    nan = np.full(n_chains, np.nan)
+    stats = {
+        "step_size": np.asarray(tuning.step_size[drop]),
+        "L": np.asarray(tuning.L[drop]),
+        "acceptance_rate": np.asarray(accepted[drop]) / n_steps,
+        "n_integration_steps": np.asarray(sampling_steps_taken[drop], np.float64) / n_steps,
+        "n_divergent": np.asarray(n_divergent[drop], np.int64),
+        "rejected_all": np.asarray(accepted[drop] == 0),
+        "diverged": np.asarray(~finite[drop]),
+        "n_grad_evals": 1 + GRADS_PER_STEP * (np.asarray(warmup_steps_taken[drop], np.int64)
+                                              + np.asarray(sampling_steps_taken[drop], np.int64)),
+        "energy_variance": nan,
+        "warmup_seconds": np.full(n_chains, warmup_seconds),
+        "sampling_seconds": np.full(n_chains, sampling_seconds),
+    }
+    draws = jax.tree.map(lambda leaf: leaf[drop], draws)
+    return draws, stats
+
+
+_da_init, _da_update, _da_final = dual_averaging_adaptation(target=0.0)  # init/final ignore the target
+
+
+def _grouped_logdensity(logdensity_fn, batch):
+    from interplay.samplers.mclmc import _grouped_logdensity as cached
+
+    return cached(logdensity_fn, batch)
+
+
+def _chains_transition(logdensity_fn, states, tuning: Tuning, keys, t, max_steps):
+    """One MAMS transition of every chain (own key, eps and L); transition index t seeds the keys."""
+    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+    mean_steps = mean_integration_steps(tuning, max_steps)
+
+    def one(key, state, step_size, mean):
+        return _KERNEL(key, state, logdensity_fn, step_size, jnp.inf, INVERSE_MASS_MATRIX, (mean,))
+
+    return jax.vmap(one)(step_keys, states, tuning.step_size, mean_steps)
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "mesh"))
+def _init_states(positions, *, logdensity_fn, mesh):
+    # random_generator_arg is the transition index (Halton trajectory lengths), 0 for every chain.
+    init = jax.vmap(lambda pos: bj_mams.init(pos, logdensity_fn, jnp.zeros((), jnp.int32)))
+    return on_chain_shards(init, mesh, (positions,))
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "max_steps", "mesh", "progress"))
+def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, max_steps, mesh, progress):
+    """The three tuning phases (module docstring)."""
+    total = n1 + n2 + n3
+    every = report_every(total)
+    da_update = dual_averaging_adaptation(target=target_accept)[1]
+
+    def local(states, tuning, keys):
+        n_chains = keys.shape[0]
+        first = jax.lax.axis_index(CHAIN_AXIS) == 0
+        dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
+
+        def adapt(tuning: Tuning, acceptance, track_L):
+            dual_averaging = da_update(tuning.dual_averaging, jnp.nan_to_num(acceptance))
+            step_size = jnp.maximum(jnp.exp(dual_averaging.log_step_size), MIN_STEP_SIZE)
+            # Phases 1-2: L tracks eps (fixed trajectory length in steps); phase 3: L fixed.
+            L = jnp.where(track_L, tuning.L * step_size / tuning.step_size, tuning.L)
+            return Tuning(dual_averaging, step_size, L)
+
+        def body(carry, t):
+            states, tuning, stream, reference, steps_taken = carry
+            states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps)
+            tuning = jax.vmap(adapt, in_axes=(0, 0, None))(tuning, info.acceptance_rate, t < n1 + n2)
+            flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
+            reference = jnp.where(t == n1, flat, reference)
+            # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
+            shifted = flat - reference
+            in_phase2 = ((t >= n1) & (t < n1 + n2)).astype(flat.dtype)
+            stream = jax.vmap(lambda value, s: incremental_value_update(value, s, weight=in_phase2))(
+                jnp.stack([shifted, jnp.square(shifted)], axis=1), stream)
+            maybe_report(progress, "warmup", t + 1, total, every, when=first)
+            return (states, tuning, stream, reference, steps_taken + info.num_integration_steps), None
+
+        def end_phase2(tuning, stream):
+            # L = sqrt(sum of variances); eps restarts from the averaged phase-1-2 iterate.
+            _, moments = stream
+            variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
+            L = jnp.sqrt(jnp.sum(variances, axis=-1))
+            step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
+            L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
+            return Tuning(jax.vmap(_da_init)(step_size), step_size, L)
+
+        stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
+        carry = (states, tuning, stream, jnp.zeros((n_chains, dim)), jnp.zeros((n_chains,), jnp.int32))
+        carry, _ = jax.lax.scan(body, carry, jnp.arange(n1 + n2))
+        states, tuning, stream, reference, steps_taken = carry
+        if n2 > 1:
+            tuning = end_phase2(tuning, stream)
+        carry, _ = jax.lax.scan(body, (states, tuning, stream, reference, steps_taken),
+                                jnp.arange(n1 + n2, total))
+        states, tuning, _, _, steps_taken = carry
+        if total > 0:
+            tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
+        return states, tuning, steps_taken
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "max_steps", "mesh", "progress"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, max_steps, mesh, progress):
+    """Sampling: n_draws * thin transitions, keeping every thin-th position."""
+    total = n_draws * thin
+    every = report_every(total)
+
+    def local(states, tuning, keys):
+        n_chains = keys.shape[0]
+        first = jax.lax.axis_index(CHAIN_AXIS) == 0
+
+        def step(carry, t):
+            states, accepted, divergent, steps_taken = carry
+            states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps)
+            maybe_report(progress, "sampling", t + 1, total, every, when=first)
+            return (states, accepted + info.is_accepted, divergent + info.is_divergent,
+                    steps_taken + info.num_integration_steps), None
+
+        def draw(carry, d):
+            carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
+            return carry, carry[0].position
+
+        zeros = jnp.zeros((n_chains,), jnp.int32)
+        (_, accepted, divergent, steps_taken), draws = jax.lax.scan(
+            draw, (states, zeros, zeros, zeros), jnp.arange(n_draws))
+        draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
+        return draws, accepted, divergent, steps_taken
+
+    return on_chain_shards(local, mesh, (states, tuning, keys))
