@@ -24,6 +24,7 @@ TITLES = {
     "dirichlet": "Reallocation shares and the Dirichlet(1/2) law",
     "lppd_grid": "Test LPPD over the prior scale and depth",
     "uci_benchmark": "UCI benchmark: MILE vs deep ensembles vs mean-field VI",
+    "sampler_bias": "Sampler bias: the balancedness identity's relative error against cost",
 }
 
 

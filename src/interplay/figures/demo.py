@@ -22,6 +22,7 @@ from interplay.analysis import (
     analyse_balancedness,
     analyse_conformity,
     analyse_cumulative_lppd,
+    analyse_diagnostics,
     analyse_predictive,
     analyse_reallocation,
 )
@@ -81,18 +82,19 @@ def correlated_draws(rng, widths: Sequence[int], scales: dict, n_chains: int, n_
     return out
 
 
-def _write(root: Path, run: dict, draws: dict, scales: dict, rng, *, predictive: bool = True) -> str:
+def _write(root: Path, run: dict, draws: dict, scales: dict, rng, *, predictive: bool = True,
+           sample_stats: dict | None = None) -> str:
     n_chains, n_draws = next(iter(draws.values())).shape[:2]
     pred = predictive_group(rng, n_chains, n_draws) if predictive else None
     path = root / "posteriors" / f"{run['name']}.nc"
-    syn.write_posterior(path, draws, run, scales=scales, predictive=pred)
+    syn.write_posterior(path, draws, run, scales=scales, predictive=pred, sample_stats=sample_stats)
     return str(path)
 
 
 def _analyse(root: Path, run: dict, posterior: str, analyses: Sequence[str]) -> dict[tuple[str, str], str]:
     functions = {"balancedness": analyse_balancedness, "conformity": analyse_conformity,
                  "predictive": analyse_predictive, "cumulative_lppd": analyse_cumulative_lppd,
-                 "reallocation": analyse_reallocation}
+                 "reallocation": analyse_reallocation, "diagnostics": analyse_diagnostics}
     tables = {}
     for analysis in analyses:
         out = root / "analysis" / run["name"] / f"{analysis}.csv"
@@ -107,9 +109,10 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
     rng = np.random.default_rng(seed)
     runs, posteriors, tables = {}, {}, {}
 
-    def add(run, draws_, scales, analyses, predictive=True):
+    def add(run, draws_, scales, analyses, predictive=True, sample_stats=None):
         runs[run["name"]] = run
-        posteriors[run["name"]] = _write(root, run, draws_, scales, rng, predictive=predictive)
+        posteriors[run["name"]] = _write(root, run, draws_, scales, rng, predictive=predictive,
+                                         sample_stats=sample_stats)
         tables.update(_analyse(root, run, posteriors[run["name"]], analyses))
 
     # under/overparametrized nets: exact prior draws
@@ -170,6 +173,19 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
                 add(run, syn.prior_draws(rng, widths, scales, 4, 1 if kind == "de" else 20), scales, ["predictive"])
                 uci_runs.append(name)
 
+    # sampler bias: exact draws (adjusted samplers) and draws with an inflated kernel (a biased one)
+    bias_runs = []
+    for kind, inflate, grads in (("mile", {"kernel_1": 1.1}, 4e4), ("mams", None, 3e5), ("nuts", None, 1e6)):
+        name = f"demo-bias-{kind}"
+        run = _run(name, hidden=(6, 6), likelihood="regr", kind=kind, chains=chains)
+        widths = syn.layer_widths(N_IN, (6, 6), 2)
+        scales = syn.prior_scales(widths, 1.0)
+        stats = {"n_grad_evals": np.full(chains, grads), "warmstart_grad_evals": np.full(chains, 1e4),
+                 "sampling_seconds": np.full(chains, grads / 1e4), "diverged": np.zeros(chains, np.int8)}
+        add(run, syn.prior_draws(rng, widths, scales, chains, draws, inflate=inflate), scales,
+            ["balancedness", "predictive", "diagnostics"], sample_stats=stats)
+        bias_runs.append(name)
+
     def data(spec=None, roles=None, members=()):
         involved = set((roles or {}).values()) | set(members)
         return FigureData(spec=spec or {}, roles=roles or {}, members=tuple(members),
@@ -188,6 +204,7 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
         "dirichlet": data({}, members=toy_runs),
         "lppd_grid": data({}, members=grid_runs),
         "uci_benchmark": data({}, members=uci_runs),
+        "sampler_bias": data({}, members=bias_runs),
     }
 
 

@@ -18,13 +18,14 @@ from interplay.config import ConfigError
 
 # figure name -> (role keys it needs, needs a run set, posteriors of: roles / set, tables of the set)
 FIGURES = ("bivariate", "toy_grid", "conformity", "correlations", "cumulative_lppd", "balancedness",
-           "dirichlet", "lppd_grid", "uci_benchmark")
+           "dirichlet", "lppd_grid", "uci_benchmark", "sampler_bias")
 ROLES = {"bivariate": ("under", "over"), "conformity": ("under", "over")}
 NEEDS_SET = {"toy_grid", "conformity", "correlations", "cumulative_lppd", "balancedness", "dirichlet",
-             "lppd_grid", "uci_benchmark"}
+             "lppd_grid", "uci_benchmark", "sampler_bias"}
 SET_POSTERIORS = {"toy_grid", "correlations", "dirichlet"}
 SET_TABLES = {"conformity": "conformity", "cumulative_lppd": "cumulative_lppd", "balancedness": "balancedness",
-              "dirichlet": "reallocation", "lppd_grid": "predictive", "uci_benchmark": "predictive"}
+              "dirichlet": "reallocation", "lppd_grid": "predictive", "uci_benchmark": "predictive",
+              "sampler_bias": ("balancedness", "predictive", "diagnostics")}
 # Extra outputs beyond results/figures/{name}.{pdf,png}.
 EXTRA_OUTPUTS = {"uci_benchmark": {"csv": "csv", "tex": "tex"}}
 
@@ -94,7 +95,7 @@ def _check_members(name: str, members: Sequence[str], runs: Mapping[str, dict]) 
         if bad:
             problems.append(f"{where}: runs {bad} are deep ensembles (one draw per chain): "
                             "within-chain correlations need a sampler or MFVI")
-    if name == "balancedness":
+    if name in ("balancedness", "sampler_bias"):
         bad = [m for m, r in chosen.items() if not _hidden(r)]
         if bad:
             problems.append(f"{where}: runs {bad} have no hidden layer (balancedness needs one)")
@@ -146,7 +147,9 @@ def _plan(name: str, spec: Mapping, runs: Mapping[str, dict], sweeps: Mapping[st
     table_runs = members
     if name == "dirichlet":
         table_runs = [m for m in members if _hidden(runs[m])[0] >= 2]
-    tables = tuple((m, SET_TABLES[name]) for m in table_runs) if name in SET_TABLES else ()
+    analyses = SET_TABLES.get(name, ())
+    analyses = (analyses,) if isinstance(analyses, str) else analyses
+    tables = tuple((m, analysis) for m in table_runs for analysis in analyses)
     return FigurePlan(name=name, spec=dict(spec), roles=roles, members=tuple(members),
                       posterior_runs=tuple(dict.fromkeys(posterior_runs)), tables=tables), []
 
