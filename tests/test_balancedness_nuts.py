@@ -1,4 +1,4 @@
-"""NUTS on a small ReLU net satisfies the layer-wise balancedness identity of the posterior.
+"""NUTS and MAMS (both Metropolis-adjusted) on a small ReLU net satisfy the layer-wise balancedness identity of the posterior.
 
 A ReLU neuron can be rescaled (incoming weights and bias times a, outgoing weights over a)
 without changing the network function, so the likelihood is invariant along that flow. Stein's
@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from interplay import models
+from interplay.samplers.mams import run_mams
 from interplay.samplers.nuts import run_nuts
 
 Z_MAX = 5.0
@@ -25,9 +26,15 @@ N_CHAINS = 8
 TAUS = (1.0, 0.7, 1.3)  # per layer; biases share their layer's scale
 
 
-@pytest.fixture(scope="module")
-def posterior():
-    """NUTS draws from a 2-3-3-1 ReLU net with biases on a small regression problem."""
+SAMPLERS = {
+    "nuts": (run_nuts, {"warmup": 300, "draws": 700, "target_accept": 0.8}),
+    "mams": (run_mams, {"warmup_steps": 600, "steps": 2800, "thin": 4}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(SAMPLERS))
+def posterior(request):
+    """NUTS or MAMS draws from a 2-3-3-1 ReLU net with biases on a small regression problem."""
     rng = np.random.default_rng(1)
     x = rng.normal(size=(10, 2))
     y = np.sin(2 * x[:, 0]) + 0.5 * x[:, 1] + 0.5 * rng.normal(size=10)
@@ -36,8 +43,8 @@ def posterior():
     prior = models.PriorSpec.build(model, scale=list(TAUS))
     keys = jax.vmap(lambda c: jax.random.fold_in(jax.random.PRNGKey(0), c))(jnp.arange(N_CHAINS))
     init = jax.vmap(lambda k: models.sample_prior(model, prior, k))(keys)
-    draws, stats = run_nuts(models.make_logdensity(model, prior, x, y), init, keys,
-                            {"warmup": 300, "draws": 700, "target_accept": 0.8})
+    run, cfg = SAMPLERS[request.param]
+    draws, stats = run(models.make_logdensity(model, prior, x, y), init, keys, cfg)
     assert np.all(np.isfinite(stats["step_size"]))
     return model, {name: np.asarray(leaf, np.float64) for name, leaf in draws.items()}
 
