@@ -494,6 +494,8 @@ def test_plain_extraction_is_not_enough(created, tmp_path):
 def test_snakemake_bundle_rule(tmp_path):
     root = make_project(tmp_path / "project")
     shutil.rmtree(root / "results" / "bundles")
+    write_posterior(root / "results" / "posteriors" / "other-x.nc", 7)  # not a run of this study
+    write(root / "results" / "analysis" / "other-x" / "lppd.csv", "chain,lppd\n0,-9\n")
     snakefile = (root / "Snakefile").read_text()
     # what the real Snakefile's common.smk gives the bundle rule
     common = (
@@ -515,6 +517,8 @@ def test_snakemake_bundle_rule(tmp_path):
     assert json.loads(members[f"{top}/bundle/resolved_config.json"]) == {"toy-a": {}, "toy-b": {}}
     assert json.loads(members[f"{top}/bundle/bundle.json"])["configfiles"] == ["config.yaml"]
     assert f"{top}/results/figures/all.pdf" in members
+    assert f"{top}/results/posteriors/toy-b.nc" in members
+    assert not [name for name in members if "other-x" in name]
     assert f"manifest sha256: {summary['manifest_sha256']}" in done.stdout + done.stderr
 
 
@@ -538,3 +542,134 @@ def test_bad_input_gives_clear_errors(project, created, tmp_path):
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     unresolvable = interplay_cli("bundle", "create", "--root", str(project), "--out", str(tmp_path / "b"))
     assert unresolvable.returncode == 1 and "cannot resolve the study's runs" in unresolvable.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# bounded memory: verify and restore never hold a member, and read the manifest at its one place
+
+
+class _Zeros(io.RawIOBase):
+    """``size`` zero bytes, read in pieces (a large member without holding it in memory)."""
+
+    def __init__(self, size: int):
+        self.left = size
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        n = min(len(buffer), self.left)
+        buffer[:n] = bytes(n)
+        self.left -= n
+        return n
+
+
+def _with_member(source: Path, target: Path, name: str, size: int, replace: bool = False) -> Path:
+    """A copy of the bundle ``source`` with a member of ``size`` zero bytes called ``name`` (in
+    place of the stored one with ``replace``), written streaming."""
+    with tarfile.open(source, "r:gz") as old, tarfile.open(target, "w:gz", compresslevel=1) as new:
+        for member in old.getmembers():
+            if replace and member.name == name:
+                continue
+            new.addfile(member, old.extractfile(member) if member.isreg() else None)
+        info = tarfile.TarInfo(name)
+        info.size = size
+        new.addfile(info, io.BufferedReader(_Zeros(size), 1 << 20))
+    return target
+
+
+PEAK_SCRIPT = """
+import json, resource, sys, tracemalloc
+from interplay import bundle
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+tracemalloc.start()
+report = bundle.verify_bundle(sys.argv[1])
+traced_peak = tracemalloc.get_traced_memory()[1]
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"traced_peak_mb": traced_peak / 2**20, "rss_grew_mb": (after - before) / 1024,
+                  "lines": report.lines()}))
+"""
+
+
+def test_verify_memory_is_bounded_by_a_deep_member_named_like_the_manifest(created, tmp_path):
+    top = created.path.name.removesuffix(".tar.gz")
+    deep = f"{top}/results/analysis/toy-a/{bundle.MANIFEST_NAME}"
+    crafted = _with_member(created.path, tmp_path / "crafted.tar.gz", deep, 150 << 20)
+    assert crafted.stat().st_size < 2 << 20  # zeros compress to almost nothing
+    done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(crafted)], capture_output=True, text=True,
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    # at most a few 1 MiB blocks in flight, whatever the member's size (before: the whole member, twice)
+    assert result["traced_peak_mb"] < 32 and result["rss_grew_mb"] < 100, result
+    assert f"EXTRA    results/analysis/toy-a/{bundle.MANIFEST_NAME}" in result["lines"]
+
+
+def test_oversize_manifest_is_refused(created, tmp_path):
+    top = created.path.name.removesuffix(".tar.gz")
+    size = bundle.MAX_MANIFEST_BYTES + 1
+    crafted = _with_member(created.path, tmp_path / "big-manifest.tar.gz", f"{top}/{bundle.MANIFEST_NAME}",
+                           size, replace=True)
+    result = interplay_cli("bundle", "verify", str(crafted))
+    assert result.returncode == 1
+    assert f"PROBLEM  {bundle.MANIFEST_NAME} is {size} bytes, more than the {bundle.MAX_MANIFEST_BYTES}" in (
+        result.stdout), result.stdout
+    with pytest.raises(bundle.BundleError, match="more than the"):
+        bundle.restore_bundle(crafted, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
+    # a PAX header, which tarfile would read whole, is bounded too
+    members = read_members(created.path)
+    padded = tmp_path / "pax.tar.gz"
+    with tarfile.open(padded, "w:gz", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if name.endswith("lppd.csv"):
+                info.pax_headers = {"comment": "x" * (bundle.MAX_HEADER_BYTES + 1)}
+            tar.addfile(info, io.BytesIO(data))
+    report = bundle.verify_bundle(padded)
+    assert not report.ok and any("archive unreadable" in p and "more than the" in p for p in report.problems)
+
+
+# ---------------------------------------------------------------------------------------------
+# exactly the study's runs
+
+
+def test_runs_outside_the_study_are_not_bundled(tmp_path):
+    root = make_project(tmp_path / "project")
+    results = root / "results"
+    # another study's run, in the same results tree
+    write_posterior(results / "posteriors" / "other-x.nc", 7)
+    write(results / "analysis" / "other-x" / "lppd.csv", "chain,lppd\n0,-9\n")
+    write(results / "logs" / "sample" / "other-x" / "block-0000.log", "sampled other-x\n")
+    write(results / "logs" / "merge" / "other-x.log", "merged other-x\n")
+    write(results / "logs" / "analysis" / "other-x" / "lppd.log", "other-x\n")
+    write(results / "benchmarks" / "sample" / "other-x-0000.tsv", "s\n1.0\n")
+    write(results / "analysis" / "sweeps" / "other-sweep" / "predictive.csv", "x\n")
+    write(results / "data" / "tables" / "otherdata.data", "5 6\n")
+    write(results / "data" / "prepared" / "otherdata" / "seed-0_std-full.nc", b"other data")
+    write(results / "logs" / "analysis" / "toy-a" / "lppd.log", "toy-a\n")
+    write(results / "logs" / "merge" / "toy-b.log", "merged toy-b\n")
+    made = bundle.create_bundle("toy", root=root, out=tmp_path / "out", resolved=RESOLVED, date=DATE)
+    top = made.path.name.removesuffix(".tar.gz")
+    listed = manifest_of(read_members(made.path), top)
+    assert not [rel for rel in listed if "other" in rel], sorted(listed)
+    for rel in ("results/posteriors/toy-a.nc", "results/posteriors/toy-b.nc",
+                "results/analysis/toy-a/lppd.csv", "results/analysis/toy-b/lppd.csv",
+                "results/logs/sample/toy-a/block-0000.log", "results/logs/analysis/toy-a/lppd.log",
+                "results/logs/merge/toy-b.log", "results/benchmarks/sample/toy-b-0000.tsv",
+                "results/data/tables/toy.data", "results/data/prepared/toy/seed-0_std-full.nc",
+                "results/figures/all.pdf", "results/report.html"):
+        assert rel in listed, rel
+    # with a `figures:` section, only the study's figures (another study's share results/figures/)
+    write(results / "figures" / "other_fig.pdf", b"%PDF-1.4 other")
+    config = {"study": "toy", "runs": {}, "figures": {"fig1": {}}, "sweeps": {}}
+    with_figures = bundle.create_bundle("toy", root=root, out=tmp_path / "figs", config=config, resolved=RESOLVED,
+                                        date=DATE)
+    listed = manifest_of(read_members(with_figures.path), top)
+    assert {rel for rel in listed if rel.startswith("results/figures/")} == {
+        "results/figures/fig1.pdf", "results/figures/fig1.png", "results/figures/all.pdf"}
+    # a study run without its merged posterior is an error, not a smaller bundle
+    with pytest.raises(bundle.BundleError, match="toy-c"):
+        bundle.create_bundle("toy", root=root, out=tmp_path / "out2", date=DATE,
+                             resolved={**RESOLVED, "toy-c": {"name": "toy-c", "dataset": "toy"}})

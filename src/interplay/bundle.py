@@ -50,6 +50,12 @@ MANIFEST_HASH_NAME = "MANIFEST.sha256.sha256"
 META_DIR = "bundle"
 FORMAT_VERSION = 1
 NO_GIT = "nogit"
+# Verify and restore read every member in blocks of this size and hold no member whole; the
+# manifest (about 100 bytes a file) is the one member kept in memory, and only up to this size.
+READ_BLOCK = 1 << 20
+MAX_MANIFEST_BYTES = 8 << 20
+# tarfile reads a PAX or GNU long-name header whole, at the size the archive declares.
+MAX_HEADER_BYTES = 1 << 20
 # Deflate is the cost of `create` (~30 MiB/s a core); posteriors are compressed NetCDF already, and
 # levels 1 and 6 run about as fast on them, so the default level keeps text and logs small.
 GZIP_LEVEL = 6
@@ -68,15 +74,32 @@ SOURCE_PATHS = (
     "LICENSE",
     "docs",
 )
-# Result paths (relative to the results directory) that go into every bundle.
-RESULT_DIRS = (
-    "data/tables",
-    "data/prepared",
-    "analysis",
-    "figures",
-    "logs",
-    "benchmarks",
+# Result paths (relative to the results directory, the rules' output, log and benchmark paths):
+# a bundle holds exactly the study's runs and their outputs, never a whole folder of results that
+# other studies share. Per run ({run}: each of the study's resolved runs) ...
+RUN_RESULT_PATTERNS = (
+    "analysis/{run}/**/*",
+    "logs/sample/{run}/**/*",
+    "logs/merge/{run}.log",
+    "logs/analysis/{run}/**/*",
+    "benchmarks/sample/{run}-[0-9][0-9][0-9][0-9].tsv",
+    "benchmarks/merge/{run}.tsv",
+)  # ... and results/posteriors/{run}.nc, which every run must have
+# per sweep of the study's config
+SWEEP_RESULT_PATTERNS = ("analysis/sweeps/{sweep}/**/*", "logs/analysis/sweeps/{sweep}/**/*")
+# per dataset the study's runs use (all datasets when a run names none)
+DATASET_RESULT_PATTERNS = (
+    "data/tables/{dataset}.data",
+    "data/prepared/{dataset}/**/*",
+    "logs/download/{dataset}.log",
+    "logs/table/{dataset}.log",
+    "logs/prepare/{dataset}/**/*",
 )
+# per figure of the config's `figures:` section (all figures when the config has none)
+FIGURE_RESULT_PATTERNS = ("figures/{figure}.*", "logs/figures/{figure}.log")
+# once per study: the assembled figures, study-level tables (verdicts, run settings), the report
+STUDY_RESULT_PATTERNS = ("figures/all.pdf", "logs/figures/all.log", "logs/figures/verdicts.log",
+                         "logs/figures/run_settings.log", "analysis/*")
 REPORT_NAMES = ("report.html", "report.zip", "report")
 # Never bundled: earlier bundles, raw chain blocks (the merged posteriors hold them), the
 # bundle rule's own log (it is being written while the bundle is made), build litter.
@@ -333,17 +356,47 @@ def _source_files(root: Path) -> list[str]:
     return sorted(name for name in names if (root / name).is_file() and not _excluded(Path(name)))
 
 
-def _result_files(results: Path) -> list[Path]:
-    files: list[Path] = []
-    for sub in RESULT_DIRS:
-        if (results / sub).exists():
-            files.extend(_walk_files(results / sub))
-    for name in REPORT_NAMES:
-        if (results / name).exists():
-            files.extend(_walk_files(results / name))
+def study_result_files(results: Path | str, runs: dict, sweeps=(), files=(), figures=None) -> list[Path]:
+    """The study's result files under ``results``: for each of ``runs`` (name: resolved dict) its
+    outputs at the rules' known paths (RUN_RESULT_PATTERNS), those of each of ``sweeps``, of each
+    dataset the runs use and of each of ``figures`` (names; None: every figure), the study-level
+    tables and report, and ``files`` (e.g. the bundle rule's inputs; each must exist). Posteriors
+    are not included (see create_bundle). Other runs' folders and files in ``results`` (another
+    study's) are left out."""
+    import glob
+
+    results = Path(results)
+    datasets = {run.get("dataset") if isinstance(run, dict) else None for run in runs.values()}
+    patterns = [p.format(run=glob.escape(name)) for name in runs for p in RUN_RESULT_PATTERNS]
+    patterns += [p.format(sweep=glob.escape(name)) for name in sweeps for p in SWEEP_RESULT_PATTERNS]
+    if None in datasets:
+        patterns += [p.format(dataset="*") for p in DATASET_RESULT_PATTERNS]
+    else:
+        patterns += [p.format(dataset=glob.escape(d)) for d in sorted(datasets) for p in DATASET_RESULT_PATTERNS]
+    if figures is None:
+        patterns += ["figures/**/*", "logs/figures/**/*"]
+    else:
+        patterns += [p.format(figure=glob.escape(name)) for name in figures for p in FIGURE_RESULT_PATTERNS]
+    patterns += [*STUDY_RESULT_PATTERNS, *REPORT_NAMES, *(f"{name}/**/*" for name in REPORT_NAMES)]
+    found: set[Path] = set()
+    for pattern in patterns:
+        if pattern.endswith("/**/*"):  # a folder of the study's: all of it, following symlinks
+            for base in results.glob(pattern.removesuffix("/**/*")):
+                if base.is_dir():
+                    found.update(_walk_files(base))
+        else:
+            found.update(results.glob(pattern))
+    for name in files:
+        path = Path(name) if Path(name).is_absolute() else Path.cwd() / name
+        if not path.is_file():
+            raise BundleError(f"result file {name} does not exist")
+        if path.resolve().is_relative_to(results.resolve()):
+            found.add(results / path.resolve().relative_to(results.resolve()))
     excluded = [results / d for d in EXCLUDED_RESULT_DIRS]
     return sorted(
-        {f for f in files if not any(f.is_relative_to(d) for d in excluded) and not _excluded(f.relative_to(results))}
+        f for f in found
+        if f.is_file() and not any(f.is_relative_to(d) for d in excluded)
+        and not _excluded(f.relative_to(results)) and f.relative_to(results).parts[0] != "posteriors"
     )
 
 
@@ -486,6 +539,7 @@ def create_bundle(
     config: dict | None = None,
     resolved: dict | None = None,
     configfiles: list[Path | str] = (),
+    files: list[Path | str] = (),
     include_draws: bool = True,
     date: str | None = None,
     git: dict | None = None,
@@ -496,7 +550,10 @@ def create_bundle(
     ``root`` is the project root (source, git); ``results`` defaults to ``root/results`` and is
     stored as ``results/`` whatever its real path; ``out`` defaults to ``results/bundles``.
     ``config`` is the merged config (as Snakemake's ``config``), ``resolved`` every run's resolved
-    dict (JSON-able); ``configfiles`` are copied at their place under ``root`` (else to
+    dict (JSON-able), whose keys are the study's runs: their posteriors must exist, and the bundle
+    holds exactly their results (:func:`study_result_files`), never other runs found in the results
+    folders. ``files`` are result files that must be bundled too (the bundle rule passes its
+    inputs, from the DAG). ``configfiles`` are copied at their place under ``root`` (else to
     ``bundle/configfiles/``). ``git``/``environment`` override what is recorded (defaults:
     :func:`git_info`, :func:`environment_info`).
     """
@@ -509,12 +566,21 @@ def create_bundle(
     mtime = _check_date(date)
     if not results.is_dir():
         raise BundleError(f"results directory {results} does not exist")
-    posteriors = sorted((results / "posteriors").glob("*.nc"))
-    if not posteriors:
-        raise BundleError(f"no merged posteriors found in {results / 'posteriors'}")
-
     git = git_info(root) if git is None else git
     name = bundle_name(study, date, git["short"])
+    # exactly the study's runs (and their outputs), whatever else the results folders hold
+    runs = resolved if resolved is not None else resolve_runs(config or {})
+    if not runs:
+        raise BundleError("no merged posteriors to bundle: the study has no runs")
+    posteriors = [results / "posteriors" / f"{run}.nc" for run in sorted(runs)]
+    missing = [path.stem for path in posteriors if not path.is_file()]
+    if missing:
+        raise BundleError(f"no merged posteriors in {results / 'posteriors'} for the study's run(s) "
+                          f"{', '.join(missing)}: make them first (snakemake results/posteriors/RUN.nc)")
+    config_sections = config if isinstance(config, dict) else {}
+    sweeps = sorted(config_sections.get("sweeps") or {})
+    figures = sorted(config_sections["figures"]) if isinstance(config_sections.get("figures"), dict) else None
+
     environment = environment_info() if environment is None else environment
 
     entries: dict[str, _Entry] = {}
@@ -538,7 +604,7 @@ def create_bundle(
         if rel not in entries:
             add(_Entry(rel, path))
         configfile_names.append(rel)
-    for path in _result_files(results):
+    for path in study_result_files(results, runs, sweeps, files, figures):
         add(_Entry("results/" + path.relative_to(results).as_posix(), path))
 
     meta = {
@@ -615,6 +681,9 @@ def _write_tar(path: Path, top: str, entries: list[_Entry], mtime: int) -> tuple
                 tar.addfile(_tarinfo(f"{top}/{entry.arcname}", size, mtime, entry.executable), reader)
             rows.append((entry.arcname, reader.size, reader.digest.hexdigest()))
         manifest = manifest_text(rows).encode()
+        if len(manifest) > MAX_MANIFEST_BYTES:  # verify would refuse it
+            raise BundleError(f"the manifest of {len(rows)} files would be {len(manifest)} bytes, more than "
+                              f"the {MAX_MANIFEST_BYTES} that verify reads")
         manifest_sha256 = hashlib.sha256(manifest).hexdigest()
         for arcname, data in (
             (MANIFEST_NAME, manifest),
@@ -633,9 +702,27 @@ def _safe_relative(name: str) -> bool:
     return not path.is_absolute() and ".." not in path.parts and name == path.as_posix()
 
 
+_WHOLE_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                       tarfile.GNUTYPE_LONGLINK)
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses PAX and GNU long-name headers larger than MAX_HEADER_BYTES, which tarfile would
+    otherwise read into memory whole at whatever size the archive declares."""
+
+    def _proc_member(self, tarfile_):
+        if self.type in _WHOLE_HEADER_TYPES and self.size > MAX_HEADER_BYTES:
+            raise tarfile.SubsequentHeaderError(  # tarfile turns it into ReadError: unreadable
+                f"{self.type!r} header of {self.size} bytes, more than the {MAX_HEADER_BYTES} allowed"
+            )
+        return super()._proc_member(tarfile_)
+
+
 def _scan(archive: Path, extract_to: Path | None = None):
-    """One streaming pass: ``({member name: (size, sha256)}, [problems], {name: mode})``;
-    regular members are written under ``extract_to`` (top directory stripped) when given."""
+    """One streaming pass: ``({member name: (size, sha256)}, [problems], {name: mode},
+    {name: bytes})``; regular members are hashed (and written under ``extract_to``, top directory
+    stripped, when given) in blocks of READ_BLOCK bytes. Only the two manifest files at
+    ``<top>/`` are kept, each up to MAX_MANIFEST_BYTES (a larger one is a problem)."""
     found: dict[str, tuple[int, str]] = {}
     modes: dict[str, int] = {}
     problems: list[str] = []
@@ -644,7 +731,7 @@ def _scan(archive: Path, extract_to: Path | None = None):
         # ignore_zeros: read on past end-of-archive blocks and corrupt headers, which tarfile would
         # otherwise take as the end, so appended or hidden members are seen (and reported)
         with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz, tarfile.open(
-            fileobj=gz, mode="r|", ignore_zeros=True
+            fileobj=gz, mode="r|", ignore_zeros=True, tarinfo=_BoundedTarInfo
         ) as tar:
             for member in tar:
                 if not member.isreg():
@@ -659,25 +746,30 @@ def _scan(archive: Path, extract_to: Path | None = None):
                     continue
                 handle = tar.extractfile(member)
                 digest = hashlib.sha256()
-                keep = Path(member.name).name in (MANIFEST_NAME, MANIFEST_HASH_NAME)
-                kept = bytearray()
-                target = None
                 parts = Path(member.name).parts
+                # the manifest files count only at their one place, <top>/MANIFEST.sha256[.sha256]
+                keep = len(parts) == 2 and parts[1] in (MANIFEST_NAME, MANIFEST_HASH_NAME)
+                if keep and member.size > MAX_MANIFEST_BYTES:
+                    problems.append(f"{parts[1]} is {member.size} bytes, more than the "
+                                    f"{MAX_MANIFEST_BYTES} allowed: not read")
+                    keep = False
+                kept = io.BytesIO() if keep else None
+                target = None
                 if extract_to is not None and len(parts) > 1:
                     target = extract_to.joinpath(*parts[1:])
                     target.parent.mkdir(parents=True, exist_ok=True)
                 with open(target, "wb") if target is not None else contextlib.nullcontext() as sink:
-                    while block := handle.read(1 << 20):
+                    while block := handle.read(READ_BLOCK):
                         digest.update(block)
-                        if keep:
-                            kept.extend(block)
+                        if kept is not None:
+                            kept.write(block)
                         if sink is not None:
                             sink.write(block)
                 found[member.name] = (member.size, digest.hexdigest())
                 modes[member.name] = member.mode
-                if keep:
-                    manifests[member.name] = bytes(kept)
-            while gz.read(1 << 20):  # to the end, where gzip checks its CRC and length
+                if kept is not None:
+                    manifests[member.name] = kept.getvalue()
+            while gz.read(READ_BLOCK):  # to the end, where gzip checks its CRC and length
                 pass
     except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, ValueError) as error:
         problems.append(f"archive unreadable: {type(error).__name__}: {error}")
@@ -695,7 +787,9 @@ def _check(archive: Path, found, problems, manifests, expect: str | None) -> Ver
         report.extra = sorted(found)
         return report
     top = report.top = tops[0]
-    manifest_bytes = manifests[f"{top}/{MANIFEST_NAME}"]
+    manifest_bytes = manifests.get(f"{top}/{MANIFEST_NAME}")
+    if manifest_bytes is None:  # too large to read: nothing to check against (a problem says so)
+        return report
     report.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
     hash_bytes = manifests.get(f"{top}/{MANIFEST_HASH_NAME}")
     if hash_bytes is None:

@@ -8,6 +8,8 @@
 # bundle under a wrong name. Once made, the bundle is up to date until its inputs change, the date
 # changes or a new commit is made; `snakemake bundle --forcerun bundle` makes it again.
 # Without draws (sample_stats, predictive and attrs only): set `bundle: {draws: false}` in the config.
+# The bundle holds exactly the study's runs (params.resolved) and their outputs at the rules' paths,
+# plus every input below, never other runs that share the results folders.
 from interplay import bundle as result_bundle
 
 try:

@@ -22,8 +22,9 @@ with log_to(snakemake.log[0]) as log:
         results="results",
         out=Path(snakemake.output.archive).parent,
         config=snakemake.config,
-        resolved=params.resolved,
+        resolved=params.resolved,  # the study's runs: exactly their results are bundled
         configfiles=params.configfiles,
+        files=list(snakemake.input),  # what the DAG made for the study must be in
         include_draws=params.draws,
         date=params.date,
         git=git,

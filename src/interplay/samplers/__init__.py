@@ -42,6 +42,34 @@ def chain_batch_size(requested: int | None, n_chains: int, platform: str) -> int
     return max(1, min(int(requested), n_chains))
 
 
+def chain_group_width(requested: int | None, n_chains: int, platform: str) -> int:
+    """Width of every vectorised chain group (gradient groups, warm-start groups) on one device.
+
+    Unlike `chain_batch_size` it is not capped at `n_chains`: on a CPU it is `requested` or
+    `CPU_CHAIN_BATCH` whatever the block, so every group has the same shape in every job and a chain's
+    arithmetic (XLA picks a matmul's blocking, hence its summation order, from its shape) does not depend
+    on the block that ran it. On a GPU the default is all `n_chains` (one group).
+    """
+    if requested is None:
+        requested = CPU_CHAIN_BATCH if platform == "cpu" else n_chains
+    return max(1, int(requested))
+
+
+def map_fixed_groups(fn: Callable, group_size: int, tree):
+    """``jax.vmap(fn)(tree)`` over the leading chain axis, computed `group_size` chains at a time
+    (``lax.map`` over vectorised groups). The chains are padded (copies of chain 0, dropped again)
+    to whole groups, so every group has exactly `group_size` chains, whatever their number: a chain's
+    result does not depend on how many chains are computed with it."""
+    n_chains = jax.tree.leaves(tree)[0].shape[0]
+    n_groups = -(-n_chains // group_size)
+    padded = pad_chains(tree, n_groups * group_size) if n_groups * group_size > n_chains else tree
+    grouped = jax.tree.map(lambda leaf: leaf.reshape(n_groups, group_size, *leaf.shape[1:]), padded)
+    # The barriers keep XLA from fusing a group's arithmetic with the block-shaped code around it (a loop of
+    # one group is inlined), which could change its rounding (e.g. a multiply-add contracted or not).
+    out = jax.lax.optimization_barrier(jax.lax.map(jax.vmap(fn), jax.lax.optimization_barrier(grouped)))
+    return jax.tree.map(lambda leaf: leaf.reshape(n_groups * group_size, *leaf.shape[2:])[:n_chains], out)
+
+
 def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
     """`logdensity_fn` whose value and gradient, when vmapped over chains, are computed `group_size`
     chains at a time (``lax.map`` over vectorised groups); unchanged for one chain.
@@ -49,8 +77,8 @@ def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
     The samplers vmap BlackJAX's kernel over all chains of a device, so its many cheap vector updates
     run as a few large operations, while the costly part, the network's log density and gradient, runs
     in groups whose activations stay in cache (CPU) or bound the memory of huge blocks (GPU). A custom
-    vmap rule does the grouping; a custom VJP hands the gradient computed with the value to
-    ``jax.grad``, so only first-order reverse-mode derivatives are supported (all MCLMC needs).
+    vmap rule does the grouping; a custom VJP hands the gradient computed with the value to ``jax.grad``, so only
+    first-order reverse-mode derivatives are supported (all MCLMC needs).
     """
     value_and_grad = jax.value_and_grad(logdensity_fn)
 

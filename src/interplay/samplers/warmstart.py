@@ -3,8 +3,9 @@
 Each member minimises the mean negative log likelihood of minibatches (decoupled weight decay is
 AdamW's), shuffling the training set with its own key every epoch, and keeps the parameters of its
 best validation NLL; it stops after `patience` epochs without improvement or `max_epochs`. The
-epoch loop is one `lax.while_loop` that runs while any member is still training; members that
-have stopped are frozen, so a member's result depends only on its own key, never on the others.
+epoch loop is one `lax.while_loop` per group of members (groups of a fixed width, `chain_group_width`)
+that runs while any member of the group is still training; members that have stopped are frozen, so a
+member's result depends only on its own key, never on the others, bit for bit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from interplay.models import init_params, pointwise_log_likelihood
+from interplay.samplers import chain_group_width, pad_chains
 
 WARMSTART_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience")
 
@@ -74,7 +76,6 @@ def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, k
         return jax.tree.map(lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o),
                             new, old)
 
-    @jax.jit
     def train(keys):
         n_chain = keys.shape[0]
         params, opt_state = jax.vmap(init_member)(keys)
@@ -107,7 +108,20 @@ def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, k
         state = jax.lax.while_loop(cond, body, state)
         return state["best_params"], state["best_loss"], state["epochs"]
 
-    params, val_loss, epochs = train(jnp.asarray(keys))
+    keys = jnp.asarray(keys)
+    # Members train in groups of a fixed width (padded; one while loop each), so a member's arithmetic has
+    # the same shapes, hence the same bits, whatever the number of members trained with it (DESIGN.md).
+    width = chain_group_width(None, keys.shape[0], jax.devices()[0].platform)
+
+    @jax.jit
+    def train_groups(keys):
+        n_chain = keys.shape[0]
+        n_groups = -(-n_chain // width)
+        padded = pad_chains(keys, n_groups * width).reshape(n_groups, width, *keys.shape[1:])
+        out = jax.lax.map(train, padded)
+        return jax.tree.map(lambda leaf: leaf.reshape(n_groups * width, *leaf.shape[2:])[:n_chain], out)
+
+    params, val_loss, epochs = train_groups(keys)
     if progress is not None:
         progress("warmstart", max_epochs, max_epochs)
     return params, val_loss, epochs
