@@ -70,13 +70,14 @@ def _bundle_restore(args: argparse.Namespace) -> int:
 
     report = bundle.restore_bundle(args.file, args.dir, expect=args.expect)
     print(f"restored {report.n_files} files from {args.file} into {args.dir}")
-    # bundle/config.yaml is the config as the pipeline saw it (with every --configfile merged in).
-    print(f"rebuild figures and tables (no sampling): cd {args.dir} && snakemake --cores all "
-          "--configfile bundle/config.yaml")
     print(f"manifest sha256: {report.manifest_sha256}")
     meta = json.loads((Path(args.dir) / bundle.META_DIR / "bundle.json").read_text())
-    configfiles = "".join(f" --configfile {name}" for name in meta.get("configfiles", []))
-    print(f"rebuild figures and tables (no sampling): cd {args.dir} && snakemake --cores all{configfiles}")
+    # One command: bundle/config.yaml is the config as the pipeline saw it (every --configfile and
+    # --config merged in), which the study's own files alone would not reproduce.
+    print(f"rebuild figures and tables (no sampling): cd {args.dir} && snakemake --cores all "
+          f"--configfile {bundle.META_DIR}/config.yaml")
+    if meta.get("configfiles"):
+        print(f"  ({bundle.META_DIR}/config.yaml merges the study's config file(s) {', '.join(meta['configfiles'])})")
     if not meta.get("include_draws", True):
         print("this bundle has no posterior draws: analyses that read them cannot be rerun from it")
     return 0

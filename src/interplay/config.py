@@ -61,10 +61,21 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
         return f"{location}: unknown key(s) {', '.join(map(repr, unexpected))}; allowed: {allowed}"
     if error.validator == "enum":
         return f"{location}: {error.instance!r} is not allowed; choose one of {error.validator_value}"
-    if error.validator == "oneOf":
+    if error.validator in ("oneOf", "anyOf"):
+        # The branch of the value's own type (a number under `number | array of numbers`) says what is wrong.
+        for index, branch in enumerate(error.validator_value):
+            if isinstance(branch, Mapping) and _fits(error.instance, branch):
+                inner = [e for e in error.context if list(e.relative_schema_path)[:1] == [index]]
+                if inner:
+                    return _describe(inner[0], where)
         options = [s.get("type", s) for s in error.validator_value]
         return f"{location}: {error.instance!r} is not valid; expected one of the forms {options}"
+    if error.validator in _BOUNDS:
+        return f"{location}: {error.instance!r} must be {_BOUNDS[error.validator]} {error.validator_value!r}"
     return f"{location}: {error.message}"
+
+
+_BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
 def validate_with_defaults(instance: dict, schema: dict, where: str) -> dict:
@@ -72,7 +83,9 @@ def validate_with_defaults(instance: dict, schema: dict, where: str) -> dict:
 
     Integers given where the schema allows only numbers become floats (`scale: 1` is `scale: 1.0`), so
     equal settings have one form, and a non-finite number (.inf, .nan) anywhere is an error naming its key.
+    Strings where the schema takes only numbers, booleans or null are read as YAML first (`coerce_scalars`).
     """
+    coerce_scalars(instance, schema)
     errors = sorted(_DefaultFillingValidator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(_describe(e, where) for e in errors))
@@ -103,6 +116,57 @@ def _fits(value: Any, schema: Mapping) -> bool:
     if isinstance(value, dict):
         return "object" in types
     return value is None and "null" in types
+
+
+_SCALAR_TYPES = {"integer", "number", "boolean", "null"}
+
+
+def _coerce_string(text: str, schemas: Sequence[Mapping]) -> Any:
+    """`text` read as a YAML scalar when none of `schemas` takes a string and one takes the result."""
+    types = set().union(*(_json_types(s) for s in schemas))
+    wanted = types & _SCALAR_TYPES
+    if not wanted or "string" in types:
+        return text
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str) and "number" in wanted:  # YAML 1.1 reads 1e3 as a string
+        try:
+            value = float(text)
+        except ValueError:
+            return text
+    if isinstance(value, (int, float, bool)) or value is None:
+        if _fits(value, {"type": sorted(wanted)}):
+            return value
+    return text
+
+
+def coerce_scalars(value: Any, schema: Any) -> Any:
+    """`value` with every string that the schema wants as a number, boolean or null read as YAML
+    (`"4"` -> 4 for an integer, `"0.5"` -> 0.5, `"false"` -> False, `"null"` -> None), where the result
+    has a type the schema takes; dicts and lists are changed in place, other strings are kept.
+
+    Snakemake reads nested `--config` values with YAML's BaseLoader, which gives strings only
+    (`--config 'defaults={sampler: {chains: 4}}'` sets chains to "4"); this makes them what YAML
+    in a config file would have given.
+    """
+    if not isinstance(schema, Mapping):
+        return value
+    branches = [b for b in [*schema.get("oneOf", ()), *schema.get("anyOf", ())] if isinstance(b, Mapping)]
+    if isinstance(value, str):
+        return _coerce_string(value, [schema, *branches])
+    for branch in branches:
+        if _fits(value, branch):
+            return coerce_scalars(value, branch)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            value[key] = coerce_scalars(item, properties.get(key, extra))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            value[index] = coerce_scalars(item, schema.get("items"))
+    return value
 
 
 def _as_schema_floats(value: Any, schema: Any) -> Any:
@@ -264,6 +328,7 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
             f"{where}.model.likelihood: {model['likelihood']!r} does not fit the {tasks[run['dataset']]} "
             f"dataset {run['dataset']!r}; use 'class' for classification and 'regr'/'mean_regr' for regression"
         )
+    _check_bias_prior(where, model, prior)
     if model["sigma"] is not None and model["likelihood"] != "mean_regr":
         raise ConfigError(f"{where}.model.sigma: a fixed noise scale needs likelihood 'mean_regr'")
     phases = sampler["mclmc"]["phases"]
@@ -280,6 +345,56 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
                 )
 
 
+# Why a flat (improper) prior on every bias gives an improper posterior, by hidden-layer activation.
+_IMPROPER_FLAT_BIAS = {
+    "relu": "a dead ReLU unit's bias can run to -inf at constant likelihood",
+    "tanh": "a saturated tanh unit's bias can run to +-inf while the likelihood tends to a non-zero constant",
+    "identity": (
+        "the biases of all layers add up to one intercept per output, so every other direction of the "
+        "biases leaves the likelihood unchanged (identity nets are no exception)"
+    ),
+}
+
+
+def _check_bias_prior(where: str, model: Mapping, prior: Mapping) -> None:
+    """`prior.bias: flat` only where the posterior is proper: nets without biases, and linear models
+    (hidden: []) with a Gaussian likelihood. With hidden layers no activation makes it proper."""
+    if prior["bias"] != "flat" or not model["bias"]:
+        return
+    fix = (
+        "use prior.bias: gaussian (prior.bias_scale sets its width) or model.bias: false; a flat bias prior "
+        "is allowed only for linear models (model.hidden: []) with likelihood regr or mean_regr"
+    )
+    if model["hidden"]:
+        activation = model["activation"]
+        raise ConfigError(
+            f"{where}.prior.bias: 'flat' (improper) with hidden layers and activation {activation!r} gives an "
+            f"improper posterior: {_IMPROPER_FLAT_BIAS.get(activation, 'a bias can run off at constant likelihood')}"
+            f"; {fix}"
+        )
+    if model["likelihood"] == "class":
+        raise ConfigError(
+            f"{where}.prior.bias: 'flat' (improper) with likelihood 'class' gives an improper posterior: the softmax "
+            f"is unchanged when the same constant is added to every output bias; {fix}"
+        )
+
+
+def _check_grid_keys(sweep_name: str, sweep: Mapping, run_schema: Mapping) -> None:
+    """Every dotted key of a sweep's grid names a run setting; else ConfigError at sweeps.<name>.grid.<key>."""
+    for key in sweep.get("grid", {}):
+        for dotted in key.split("+"):
+            node: Any = run_schema
+            for depth, part in enumerate(dotted.split(".")):
+                properties = node.get("properties") if isinstance(node, Mapping) else None
+                if not properties or part not in properties:
+                    parent = ".".join(dotted.split(".")[:depth]) or "a run"
+                    allowed = ", ".join(sorted(properties)) if properties else "none (not a mapping)"
+                    raise ConfigError(
+                        f"sweeps.{sweep_name}.grid.{key}: {parent} has no key {part!r}; allowed: {allowed}"
+                    )
+                node = properties[part]
+
+
 def validate_config(config: dict) -> dict:
     """Validate the top level of a study config in place (filling defaults)."""
     return validate_with_defaults(config, load_schema("config"), "config")
@@ -288,8 +403,10 @@ def validate_config(config: dict) -> dict:
 def resolve_runs(config: dict) -> dict[str, dict]:
     """Every run of the study, fully resolved and validated, by name (config is validated first)."""
     validate_config(config)
+    run_schema = load_schema("run")
     overrides: dict[str, dict] = {}
     for sweep_name, sweep in config["sweeps"].items():
+        _check_grid_keys(sweep_name, sweep, run_schema)
         for name, run in expand_sweep(sweep_name, sweep).items():
             if name in overrides:
                 raise ConfigError(f"sweeps.{sweep_name}: run {name!r} is also produced by another sweep")
@@ -298,7 +415,6 @@ def resolve_runs(config: dict) -> dict[str, dict]:
         if name in overrides:
             raise ConfigError(f"runs.{name}: a sweep already defines a run of this name")
         overrides[name] = run
-    run_schema = load_schema("run")
     tasks = _dataset_tasks(config)
     resolved = {}
     for name, override in overrides.items():
@@ -340,8 +456,23 @@ def sampling_settings(run: Mapping) -> str:
 
 
 def load_config(path: str | Path) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh) or {}
+    """A study config file as a dict; a YAML syntax error is a ConfigError naming the file and line."""
+    try:
+        with open(path) as fh:
+            loaded = yaml.safe_load(fh)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or str(error)
+        context, context_mark = getattr(error, "context", None), getattr(error, "context_mark", None)
+        if context and context_mark is not None and context_mark is not mark:
+            problem += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: a study config must be a mapping of keys at the top level")
+    return loaded
 
 
 def n_blocks(run: Mapping) -> int:

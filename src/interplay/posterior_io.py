@@ -118,7 +118,11 @@ def _attr_value(value):
 
 
 def _temp_path(out_path: Path) -> Path:
-    return out_path.with_name(f".{out_path.name}.tmp-{os.getpid()}")
+    """A fresh temp name beside `out_path`; stale temp files of killed writers of it are removed first
+    (`interplay.data.atomic`: pid not alive on this host, or older than its bound)."""
+    from interplay.data.atomic import temp_path
+
+    return temp_path(out_path)
 
 
 def _atomic_write(out_path, write_fn) -> None:

@@ -10,4 +10,5 @@ with log_to(snakemake.log[0]):
     if snakemake.params.teacher is not None:
         make_teacher_student_table(snakemake.params.teacher, snakemake.output[0])
     else:
-        make_table(snakemake.wildcards.dataset, snakemake.input[0], snakemake.output[0])
+        # A download whose table fails its checksum is deleted, so the next run fetches it again.
+        make_table(snakemake.wildcards.dataset, snakemake.input[0], snakemake.output[0], remove_bad_download=True)

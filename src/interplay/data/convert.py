@@ -11,14 +11,14 @@ import csv
 import hashlib
 import logging
 import math
-import os
-import tempfile
+import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from interplay.data.atomic import write_bytes_atomic
 from interplay.data.errors import ChecksumError, DataError, MalformedFile
 from interplay.data.numbers import format_rows
-from interplay.data.sources import DatasetSource, get_source
+from interplay.data.sources import MIRROR_CONFIG_KEY, MIRROR_ENV, DatasetSource, get_source
 
 log = logging.getLogger(__name__)
 
@@ -273,20 +273,9 @@ def _looks_comma_separated(path: Path) -> bool:
 
 
 def write_atomic(data: bytes, out_path: str | Path) -> Path:
-    """Write bytes to a temp file beside `out_path`, then rename it into place."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_path
+    """Write bytes to a temp file beside `out_path`, then rename it into place (`interplay.data.atomic`:
+    the umask's mode, stale temp files of killed writers removed)."""
+    return write_bytes_atomic(data, out_path)
 
 
 def verify_table(dataset: str, data: bytes, origin: str | Path) -> str:
@@ -301,18 +290,32 @@ def verify_table(dataset: str, data: bytes, origin: str | Path) -> str:
     return actual
 
 
-def make_table(dataset: str, download_dir: str | Path, out_path: str | Path) -> Path:
+def make_table(
+    dataset: str, download_dir: str | Path, out_path: str | Path, *, remove_bad_download: bool = False
+) -> Path:
     """Convert the download of `dataset` to the study table at `out_path`, verified against its pinned sha256.
 
     A table-format download (from a mirror) is re-printed from its parsed values, so it must already be
-    in the exact study format. Nothing is written when the hash differs.
+    in the exact study format. Nothing is written when the hash differs; with `remove_bad_download`
+    (the pipeline's `table` rule, which owns results/data/download/) the download directory is then
+    deleted too, so that the next run fetches it again instead of failing on the same bad file.
     """
     source = get_source(dataset)
     path = find_download(dataset, download_dir)
     data = format_rows(convert_rows(dataset, path), source.number_format).encode("ascii")
     if len(data.splitlines()) != source.n_rows:
         log.warning("%s: %d rows, the study's table has %d", dataset, len(data.splitlines()), source.n_rows)
-    digest = verify_table(dataset, data, path)
+    try:
+        digest = verify_table(dataset, data, path)
+    except ChecksumError as error:
+        if not remove_bad_download:
+            raise
+        shutil.rmtree(download_dir, ignore_errors=True)
+        raise ChecksumError(
+            f"{error}. The bad download {download_dir} was removed, so the next run fetches it again: "
+            f"fix the source (the mirror of config key `{MIRROR_CONFIG_KEY}` or ${MIRROR_ENV}; unset, the UCI "
+            "archive), then rerun snakemake"
+        ) from None
     write_atomic(data, out_path)
     log.info("%s: wrote %s (sha256 %s) from %s", dataset, out_path, digest, path)
     return Path(out_path)

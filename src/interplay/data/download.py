@@ -13,13 +13,13 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 import time
 import zipfile
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
+from interplay.data.atomic import make_temp_dir
 from interplay.data.convert import generate_synthetic_regression_1x
 from interplay.data.errors import DataError, MalformedFile, SourceMissing, SourceUnreachable
 from interplay.data.numbers import format_rows
@@ -228,7 +228,7 @@ def download(
         raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".part", dir=out_dir.parent))
+    staging = make_temp_dir(out_dir)  # stale staging directories of killed downloads are removed first
     try:
         if mirror:
             staged = _fetch_from_mirror(

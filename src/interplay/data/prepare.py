@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from interplay.data.atomic import atomic_path
 from interplay.data.convert import sha256_file
 from interplay.data.errors import DataError, MalformedFile
 from interplay.data.sources import DATASETS
@@ -77,15 +76,8 @@ def _feature_names(dataset: str, n_features: int) -> list[str]:
 
 
 def _write_netcdf_atomic(ds: xr.Dataset, out_path: Path) -> None:
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".part", dir=out_path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(out_path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4")
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def prepare_split(
