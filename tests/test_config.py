@@ -45,7 +45,7 @@ def test_layering_defaults_then_run():
     [
         (lambda c: c["runs"]["r1"].update(sampler={"kind": "hmc"}), r"runs\.r1\.sampler\.kind: 'hmc' is not allowed"),
         (lambda c: c["runs"]["r1"].update(sampler={"chians": 3}), r"runs\.r1\.sampler: unknown key\(s\) 'chians'"),
-        (lambda c: c["runs"]["r1"].update(sampler={"chains": 0}), r"runs\.r1\.sampler\.chains: 0 is less than"),
+        (lambda c: c["runs"]["r1"].update(sampler={"chains": 0}), r"runs\.r1\.sampler\.chains: 0 must be >= 1"),
         (lambda c: c["runs"]["r1"].update(dataset="mnist"), r"runs\.r1\.dataset: unknown dataset 'mnist'"),
         (lambda c: c["runs"]["r1"].update(prior={"scale": [1.0, 1.0]}), r"runs\.r1\.prior\.scale: 2 values given"),
         (lambda c: c["runs"]["r1"].update(prior={"scale": -1}), r"runs\.r1\.prior\.scale"),

@@ -24,7 +24,8 @@ The tar is deterministic: members sorted by name (the two manifest files last), 
 the bundle date, uid/gid 0, no user names, gzip header without name or time.
 """
 
-from __future__ import annotations
+from __future__ from interplay.data.atomic import is_temp_name
+import annotations
 
 import contextlib
 import copy
@@ -326,9 +327,9 @@ class _Entry:
 
 
 def _excluded(rel: Path) -> bool:
-    return any(part in EXCLUDED_PARTS for part in rel.parts) or rel.name.endswith(EXCLUDED_SUFFIXES) or any(
-        part.endswith(".egg-info") for part in rel.parts
-    )
+    """Caches, build folders and the temporary files of writers (`interplay.data.atomic`) stay out."""
+    return (any(part in EXCLUDED_PARTS for part in rel.parts) or rel.name.endswith(EXCLUDED_SUFFIXES)
+            or any(part.endswith(".egg-info") for part in rel.parts) or is_temp_name(rel.name))
 
 
 def _walk_files(base: Path) -> list[Path]:

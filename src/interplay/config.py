@@ -136,10 +136,8 @@ def _coerce_string(text: str, schemas: Sequence[Mapping]) -> Any:
             value = float(text)
         except ValueError:
             return text
-    if isinstance(value, (int, float, bool)) or value is None:
-        if _fits(value, {"type": sorted(wanted)}):
-            return value
-    return text
+    is_scalar = isinstance(value, (int, float, bool)) or value is None
+    return value if is_scalar and _fits(value, {"type": sorted(wanted)}) else text
 
 
 def coerce_scalars(value: Any, schema: Any) -> Any:
