@@ -24,8 +24,7 @@ The tar is deterministic: members sorted by name (the two manifest files last), 
 the bundle date, uid/gid 0, no user names, gzip header without name or time.
 """
 
-from __future__ from interplay.data.atomic import is_temp_name
-import annotations
+from __future__ import annotations
 
 import contextlib
 import copy
@@ -45,6 +44,8 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from interplay.data.atomic import is_temp_name
 
 MANIFEST_NAME = "MANIFEST.sha256"
 MANIFEST_HASH_NAME = "MANIFEST.sha256.sha256"
