@@ -247,7 +247,8 @@ def test_cli_round_trip(project, tmp_path):
     dest = tmp_path / "restored"
     restored = interplay_cli("bundle", "restore", str(archive), str(dest), "--expect", manifest_sha256)
     assert restored.returncode == 0, restored.stderr
-    assert "snakemake --cores all --configfile config.yaml" in restored.stdout
+    assert "snakemake --cores all --configfile bundle/config.yaml" in restored.stdout
+    assert restored.stdout.count("snakemake ") == 1  # one rebuild command, not two
 
     listed = bundle.parse_manifest((dest / bundle.MANIFEST_NAME).read_text())
     assert summary["n_files"] == len(listed)

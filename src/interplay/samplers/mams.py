@@ -20,7 +20,8 @@ Tuning, ``warmup_steps`` transitions split by ``phases`` (default 40% / 40% / 20
    ``target_accept``, trajectories of ``initial_integration_steps`` steps (L tracks eps, as in
    BlackJAX's avg-preserving tuner).
 2. The same, while streaming means of x and x^2 give L = sqrt(sum of parameter variances), the
-   MAMS paper's (and MILE's phase-2) trajectory length.
+   MAMS paper's (and MILE's phase-2) trajectory length, and the variances (normalised to mean 1) a
+   diagonal preconditioner (``diagonal_preconditioning``).
 3. Step size by dual averaging again at the new, fixed L; the final eps is the averaged iterate.
 
 BlackJAX's ``adjusted_mclmc_find_L_and_step_size`` tunes one chain in Python-level phases; this
@@ -66,7 +67,6 @@ from interplay.samplers import (
 
 # The McLachlan integrator evaluates the gradient twice per integration step (the last is reused).
 GRADS_PER_STEP = 2
-INVERSE_MASS_MATRIX = 1.0
 # Dual averaging never proposes a trajectory shorter than this many steps while L tracks eps.
 MIN_STEP_SIZE = 1e-6
 
@@ -82,6 +82,9 @@ DEFAULTS = {
     # A cap on the mean trajectory length L / eps: bounds the cost of one transition (it never
     # biases the chain, only shortens trajectories of very wide posteriors).
     "max_integration_steps": 32,
+    # Phase 3 and sampling precondition with the phase-2 variances (diagonal inverse mass matrix,
+    # normalised to mean 1), as BlackJAX's adjusted-MCLMC tuner and Stan's NUTS do.
+    "diagonal_preconditioning": True,
     "chain_batch": None,
 }
 REQUIRED = ("warmup_steps", "steps", "thin")
@@ -93,6 +96,7 @@ class Tuning(NamedTuple):
     dual_averaging: DualAveragingAdaptationState
     step_size: jnp.ndarray
     L: jnp.ndarray
+    inverse_mass_matrix: jnp.ndarray  # (dim,) per chain: diagonal preconditioner, mean 1
 
 
 # ----------------------------------------------------------------------------- small pure parts
@@ -116,6 +120,8 @@ def resolve_config(cfg: Mapping) -> dict:
         raise ValueError("sampler.mams.initial_integration_steps and max_integration_steps must be >= 1")
     if not 0.0 < float(resolved["target_accept"]) < 1.0:
         raise ValueError(f"sampler.mams.target_accept must lie in (0, 1), got {resolved['target_accept']!r}")
+    if not isinstance(resolved["diagonal_preconditioning"], bool):
+        raise TypeError("sampler.mams.diagonal_preconditioning must be true or false")
     if not (math.isfinite(resolved["initial_step_size"]) and resolved["initial_step_size"] > 0):
         raise ValueError(f"sampler.mams.initial_step_size must be positive, got {resolved['initial_step_size']!r}")
     chain_batch = resolved["chain_batch"]
@@ -194,11 +200,12 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh)
     dtype = jnp.result_type(*jax.tree.leaves(initial_positions))
     step_size = jnp.full((n_padded,), cfg["initial_step_size"], dtype)
+    dim = int(sum(np.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(initial_positions)))
     tuning = Tuning(jax.vmap(_da_init)(step_size), step_size,
-                    step_size * cfg["initial_integration_steps"])
+                    step_size * cfg["initial_integration_steps"], jnp.ones((n_padded, dim), dtype))
     states, tuning, warmup_steps_taken = _tune(
         states, tuning, tune_keys, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2, n3=n3,
-        **static)
+        precondition=bool(cfg["diagonal_preconditioning"]), **static)
     warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
 
     start = time.perf_counter()
@@ -243,10 +250,10 @@ def _chains_transition(logdensity_fn, states, tuning: Tuning, keys, t, max_steps
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
     mean_steps = mean_integration_steps(tuning, max_steps)
 
-    def one(key, state, step_size, mean):
-        return _KERNEL(key, state, logdensity_fn, step_size, jnp.inf, INVERSE_MASS_MATRIX, (mean,))
+    def one(key, state, step_size, mean, inverse_mass_matrix):
+        return _KERNEL(key, state, logdensity_fn, step_size, jnp.inf, inverse_mass_matrix, (mean,))
 
-    return jax.vmap(one)(step_keys, states, tuning.step_size, mean_steps)
+    return jax.vmap(one)(step_keys, states, tuning.step_size, mean_steps, tuning.inverse_mass_matrix)
 
 
 @partial(jax.jit, static_argnames=("logdensity_fn", "mesh"))
@@ -256,8 +263,10 @@ def _init_states(positions, *, logdensity_fn, mesh):
     return on_chain_shards(init, mesh, (positions,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "max_steps", "mesh", "progress"))
-def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, max_steps, mesh, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "max_steps", "mesh",
+                                   "progress"))
+def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, precondition, max_steps, mesh,
+          progress):
     """The three tuning phases (module docstring)."""
     total = n1 + n2 + n3
     every = report_every(total)
@@ -273,7 +282,7 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, max
             step_size = jnp.maximum(jnp.exp(dual_averaging.log_step_size), MIN_STEP_SIZE)
             # Phases 1-2: L tracks eps (fixed trajectory length in steps); phase 3: L fixed.
             L = jnp.where(track_L, tuning.L * step_size / tuning.step_size, tuning.L)
-            return Tuning(dual_averaging, step_size, L)
+            return Tuning(dual_averaging, step_size, L, tuning.inverse_mass_matrix)
 
         def body(carry, t):
             states, tuning, stream, reference, steps_taken = carry
@@ -296,7 +305,13 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, max
             L = jnp.sqrt(jnp.sum(variances, axis=-1))
             step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
             L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
-            return Tuning(jax.vmap(_da_init)(step_size), step_size, L)
+            inverse_mass_matrix = tuning.inverse_mass_matrix
+            if precondition:
+                usable = jnp.isfinite(variances) & (variances > 0)
+                mean = jnp.sum(jnp.where(usable, variances, 0.0), -1, keepdims=True) / jnp.maximum(
+                    jnp.sum(usable, -1, keepdims=True), 1)
+                inverse_mass_matrix = jnp.where(usable & (mean > 0), variances / mean, 1.0)
+            return Tuning(jax.vmap(_da_init)(step_size), step_size, L, inverse_mass_matrix)
 
         stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
         carry = (states, tuning, stream, jnp.zeros((n_chains, dim)), jnp.zeros((n_chains,), jnp.int32))
