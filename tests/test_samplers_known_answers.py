@@ -312,3 +312,12 @@ def test_mams_flags_non_finite_chains(conjugate):
 def test_bad_mams_config_is_named(change, message):
     with pytest.raises(ValueError, match=message):
         mams.resolve_config({**MAMS_CFG, **change})
+
+
+def test_mams_fixed_trajectory_length(conjugate):
+    """integration_steps fixes the mean trajectory (L tracks eps); the chain stays exact."""
+    cfg = {"warmup_steps": 400, "steps": 2000, "thin": 2, "integration_steps": 6, "max_integration_steps": 64}
+    draws, stats = mams.run_mams(conjugate["logdensity"], conjugate["init"], conjugate["keys"], cfg)
+    np.testing.assert_allclose(stats["n_integration_steps"], 6, rtol=0.1)
+    np.testing.assert_allclose(stats["L"] / stats["step_size"], 6, rtol=1e-5)
+    assert_recovers_gaussian(draws, conjugate["mean"], conjugate["cov"])

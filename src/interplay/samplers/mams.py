@@ -82,6 +82,10 @@ DEFAULTS = {
     # A cap on the mean trajectory length L / eps: bounds the cost of one transition (it never
     # biases the chain, only shortens trajectories of very wide posteriors).
     "max_integration_steps": 32,
+    # A fixed mean trajectory length in steps for phase 3 and sampling instead of L from the variances
+    # (null): L then tracks eps. Posteriors whose slow directions the short phase-2 variances miss (BNN
+    # rescaling orbits) need long trajectories; NUTS's trees show how long (~1,000 steps on airfoil 16-16).
+    "integration_steps": None,
     # Phase 3 and sampling precondition with the phase-2 variances (diagonal inverse mass matrix,
     # normalised to mean 1), as BlackJAX's adjusted-MCLMC tuner and Stan's NUTS do.
     "diagonal_preconditioning": True,
@@ -120,6 +124,9 @@ def resolve_config(cfg: Mapping) -> dict:
         raise ValueError("sampler.mams.initial_integration_steps and max_integration_steps must be >= 1")
     if not 0.0 < float(resolved["target_accept"]) < 1.0:
         raise ValueError(f"sampler.mams.target_accept must lie in (0, 1), got {resolved['target_accept']!r}")
+    steps = resolved["integration_steps"]
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1):
+        raise ValueError(f"sampler.mams.integration_steps must be a positive integer or null, got {steps!r}")
     if not isinstance(resolved["diagonal_preconditioning"], bool):
         raise TypeError("sampler.mams.diagonal_preconditioning must be true or false")
     if not (math.isfinite(resolved["initial_step_size"]) and resolved["initial_step_size"] > 0):
@@ -205,7 +212,7 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
                     step_size * cfg["initial_integration_steps"], jnp.ones((n_padded, dim), dtype))
     states, tuning, warmup_steps_taken = _tune(
         states, tuning, tune_keys, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2, n3=n3,
-        precondition=bool(cfg["diagonal_preconditioning"]), **static)
+        precondition=bool(cfg["diagonal_preconditioning"]), fixed_steps=cfg["integration_steps"] or 0, **static)
     warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
 
     start = time.perf_counter()
@@ -263,10 +270,10 @@ def _init_states(positions, *, logdensity_fn, mesh):
     return on_chain_shards(init, mesh, (positions,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "max_steps", "mesh",
-                                   "progress"))
-def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, precondition, max_steps, mesh,
-          progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "fixed_steps", "max_steps",
+                                   "mesh", "progress"))
+def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, precondition, fixed_steps, max_steps,
+          mesh, progress):
     """The three tuning phases (module docstring)."""
     total = n1 + n2 + n3
     every = report_every(total)
@@ -287,7 +294,8 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, pre
         def body(carry, t):
             states, tuning, stream, reference, steps_taken = carry
             states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps)
-            tuning = jax.vmap(adapt, in_axes=(0, 0, None))(tuning, info.acceptance_rate, t < n1 + n2)
+            tuning = jax.vmap(adapt, in_axes=(0, 0, None))(tuning, info.acceptance_rate,
+                                                           (t < n1 + n2) | (fixed_steps > 0))
             flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
             reference = jnp.where(t == n1, flat, reference)
             # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
@@ -305,6 +313,8 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, pre
             L = jnp.sqrt(jnp.sum(variances, axis=-1))
             step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
             L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
+            if fixed_steps:
+                L = fixed_steps * step_size
             inverse_mass_matrix = tuning.inverse_mass_matrix
             if precondition:
                 usable = jnp.isfinite(variances) & (variances > 0)
@@ -324,6 +334,8 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, pre
         states, tuning, _, _, steps_taken = carry
         if total > 0:
             tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
+        if fixed_steps:  # L tracked the last iterate; keep the fixed trajectory at the averaged one
+            tuning = tuning._replace(L=fixed_steps * tuning.step_size)
         return states, tuning, steps_taken
 
     return on_chain_shards(local, mesh, (states, tuning, keys))
