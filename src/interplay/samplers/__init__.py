@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import lru_cache
 
 import jax
 import jax.numpy as jnp
@@ -106,6 +107,32 @@ def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
 
     logdensity.defvjp(forward, backward)
     return logdensity
+
+
+@lru_cache(maxsize=16)
+def _cached_grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
+    # Cached so that the same (log density, group size) is the same jit static argument: no recompiling.
+    return grouped_gradients(logdensity_fn, group_size)
+
+
+def spread_chains(logdensity_fn: Callable, initial_positions, keys, chain_batch: int | None):
+    """A block's chains laid out for the local devices: ``(mesh, positions, keys, logdensity_fn)``.
+
+    Chains are split over the local devices (several CPU cores, or the job's GPU); each device vmaps the
+    kernel over its share, with log-density gradients in groups of ``chain_batch_size`` chains. Devices
+    need equal shares, so positions and keys are padded with copies of chain 0 (callers drop the chains
+    past the block's own count afterwards).
+    """
+    n_chains = jax.tree.leaves(initial_positions)[0].shape[0]
+    mesh = chain_mesh(n_chains)
+    n_padded = -(-n_chains // mesh.size) * mesh.size
+    if n_padded > n_chains:
+        initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
+    n_local = n_padded // mesh.size
+    batch = chain_batch_size(chain_batch, n_local, mesh.devices.flat[0].platform)
+    if batch < n_local:
+        logdensity_fn = _cached_grouped_gradients(logdensity_fn, batch)
+    return mesh, initial_positions, keys, logdensity_fn
 
 
 def chain_mesh(n_chains: int, devices=None) -> Mesh:

@@ -53,21 +53,19 @@ from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
     CHAIN_AXIS,
-    chain_batch_size,
-    chain_mesh,
     check_chain_inputs,
     finish_phase,
     hashable_callback,
     maybe_report,
     on_chain_shards,
-    pad_chains,
     per_chain_keys,
     report_every,
+    spread_chains,
 )
 
 # The McLachlan integrator evaluates the gradient twice per integration step (the last is reused).
 GRADS_PER_STEP = 2
-# Dual averaging never proposes a trajectory shorter than this many steps while L tracks eps.
+# The smallest step size dual averaging may set.
 MIN_STEP_SIZE = 1e-6
 
 DEFAULTS = {
@@ -189,13 +187,9 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
-    mesh = chain_mesh(n_chains)
-    n_padded = -(-n_chains // mesh.size) * mesh.size
-    if n_padded > n_chains:
-        initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
-    batch = chain_batch_size(cfg["chain_batch"], n_padded // mesh.size, mesh.devices.flat[0].platform)
-    if batch < n_padded // mesh.size:
-        logdensity_fn = _grouped_logdensity(logdensity_fn, batch)
+    mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
+                                                                 cfg["chain_batch"])
+    n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
     progress = hashable_callback(progress)
     tune_keys, sample_keys = per_chain_keys(keys, 2)
     warmup_steps = cfg["warmup_steps"]
@@ -244,12 +238,6 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 
 
 _da_init, _da_update, _da_final = dual_averaging_adaptation(target=0.0)  # init/final ignore the target
-
-
-def _grouped_logdensity(logdensity_fn, batch):
-    from interplay.samplers.mclmc import _grouped_logdensity as cached
-
-    return cached(logdensity_fn, batch)
 
 
 def _chains_transition(logdensity_fn, states, tuning: Tuning, keys, t, max_steps):

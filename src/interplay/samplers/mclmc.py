@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from functools import lru_cache, partial
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -53,17 +53,14 @@ from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
     CHAIN_AXIS,
-    chain_batch_size,
-    chain_mesh,
     check_chain_inputs,
     finish_phase,
-    grouped_gradients,
     hashable_callback,
     maybe_report,
     on_chain_shards,
-    pad_chains,
     per_chain_keys,
     report_every,
+    spread_chains,
 )
 
 # The McLachlan integrator evaluates the gradient twice per step (the last one is reused).
@@ -201,17 +198,9 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
-    # Chains are split over the local devices (several CPU cores, or the job's GPU); each device vmaps
-    # the kernel over its share, with log-density gradients in groups of `batch` chains. Devices need
-    # equal shares, so pad with copies of chain 0.
-    mesh = chain_mesh(n_chains)
-    n_padded = -(-n_chains // mesh.size) * mesh.size
-    if n_padded > n_chains:
-        initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
-    n_local = n_padded // mesh.size
-    batch = chain_batch_size(cfg["chain_batch"], n_local, mesh.devices.flat[0].platform)
-    if batch < n_local:
-        logdensity_fn = _grouped_logdensity(logdensity_fn, batch)
+    mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
+                                                                 cfg["chain_batch"])
+    n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
     progress = hashable_callback(progress)
     init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
     one_position = jax.tree.map(lambda leaf: leaf[0], initial_positions)
@@ -275,12 +264,6 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 
 
 _KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
-
-
-@lru_cache(maxsize=16)
-def _grouped_logdensity(logdensity_fn, batch):
-    # Cached so that the same (log density, group size) is the same jit static argument: no recompiling.
-    return grouped_gradients(logdensity_fn, batch)
 
 
 def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t):
