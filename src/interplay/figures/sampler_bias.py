@@ -56,6 +56,7 @@ def summary(data: FigureData):
 
 def plot(data: FigureData):
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     style.apply()
     table = summary(data)
@@ -75,6 +76,7 @@ def plot(data: FigureData):
                             fmt=MARKERS[layers.index(r["layer"]) % len(MARKERS)], ms=4, color=colors[i], zorder=3,
                             label=f"{r['label']}: {r['verdict']}" if r["layer"] == layers[0] else None)
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor log labels of a narrow range overlap
         ax.set_ylabel("relative error of the identity")
     axes[0].set_xlabel("gradient evaluations per chain")
     axes[1].set_xlabel("wall seconds per block")
