@@ -140,6 +140,28 @@ def _coerce_string(text: str, schemas: Sequence[Mapping]) -> Any:
     return value if is_scalar and _fits(value, {"type": sorted(wanted)}) else text
 
 
+def _map_schema_scalars(value: Any, schema: Any, leaf) -> Any:
+    """`value` with ``leaf(scalar, schema, branches)`` applied to every scalar, following the schema's
+    properties, additionalProperties, items and the first oneOf/anyOf branch a dict or list fits
+    (`branches`: a scalar's oneOf/anyOf alternatives); dicts and lists are changed in place."""
+    if not isinstance(schema, Mapping):
+        return value
+    branches = [b for b in [*schema.get("oneOf", ()), *schema.get("anyOf", ())] if isinstance(b, Mapping)]
+    if not isinstance(value, (dict, list)):
+        return leaf(value, schema, branches)
+    for branch in branches:
+        if _fits(value, branch):
+            return _map_schema_scalars(value, branch, leaf)
+    if isinstance(value, dict):
+        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key, item in value.items():
+            value[key] = _map_schema_scalars(item, properties.get(key, extra), leaf)
+    else:
+        for index, item in enumerate(value):
+            value[index] = _map_schema_scalars(item, schema.get("items"), leaf)
+    return value
+
+
 def coerce_scalars(value: Any, schema: Any) -> Any:
     """`value` with every string that the schema wants as a number, boolean or null read as YAML
     (`"4"` -> 4 for an integer, `"0.5"` -> 0.5, `"false"` -> False, `"null"` -> None), where the result
@@ -149,44 +171,23 @@ def coerce_scalars(value: Any, schema: Any) -> Any:
     (`--config 'defaults={sampler: {chains: 4}}'` sets chains to "4"); this makes them what YAML
     in a config file would have given.
     """
-    if not isinstance(schema, Mapping):
-        return value
-    branches = [b for b in [*schema.get("oneOf", ()), *schema.get("anyOf", ())] if isinstance(b, Mapping)]
-    if isinstance(value, str):
-        return _coerce_string(value, [schema, *branches])
-    for branch in branches:
-        if _fits(value, branch):
-            return coerce_scalars(value, branch)
-    if isinstance(value, dict):
-        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        for key, item in value.items():
-            value[key] = coerce_scalars(item, properties.get(key, extra))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            value[index] = coerce_scalars(item, schema.get("items"))
-    return value
+    def leaf(item, schema, branches):
+        return _coerce_string(item, [schema, *branches]) if isinstance(item, str) else item
+
+    return _map_schema_scalars(value, schema, leaf)
 
 
 def _as_schema_floats(value: Any, schema: Any) -> Any:
     """`value` with every int that `schema` types as a number (not an integer) made a float; dicts and
     lists are changed in place."""
-    if not isinstance(schema, Mapping):
-        return value
-    for branch in [*schema.get("oneOf", ()), *schema.get("anyOf", ())]:
-        if isinstance(branch, Mapping) and _fits(value, branch):
-            return _as_schema_floats(value, branch)
-    if isinstance(value, dict):
-        properties, extra = schema.get("properties", {}), schema.get("additionalProperties")
-        for key, item in value.items():
-            value[key] = _as_schema_floats(item, properties.get(key, extra))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            value[index] = _as_schema_floats(item, schema.get("items"))
-    elif isinstance(value, int) and not isinstance(value, bool):
+    def leaf(item, schema, branches):
+        if not isinstance(item, int) or isinstance(item, bool):
+            return item
+        schema = next((branch for branch in branches if _fits(item, branch)), schema)
         types = _json_types(schema)
-        if "number" in types and "integer" not in types:
-            return float(value)
-    return value
+        return float(item) if "number" in types and "integer" not in types else item
+
+    return _map_schema_scalars(value, schema, leaf)
 
 
 def _nonfinite_keys(value: Any, where: str) -> list[tuple[str, float]]:
