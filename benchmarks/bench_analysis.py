@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from interplay.analysis.synthetic import layer_widths, make_run, write_streaming_posterior
+from interplay.testing.posteriors import layer_widths, make_run, write_streaming_posterior
 
 N_IN, HIDDEN, N_OUT = 8, [16, 16, 16, 16], 1
 DRAWS, BLOCK_CHAINS, N_TEST, N_DIAG = 1000, 16, 200, 16
@@ -100,7 +100,7 @@ def write_at_least(writer, path: Path, size_gb: float, seed: int, block: int) ->
 def run_one(name: str, posterior: Path, out_dir: Path) -> dict:
     """Run one analysis in this process; report its time and this process's peak RSS."""
     from interplay.analysis import ANALYSES as ENTRY_POINTS
-    from interplay.analysis.streaming import posterior_counts, read_run_config
+    from interplay.analysis.posterior_files import posterior_counts, read_run_config
 
     run = read_run_config(posterior)
     start = time.perf_counter()

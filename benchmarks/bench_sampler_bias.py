@@ -22,8 +22,8 @@ import numpy as np
 import yaml
 
 from interplay.analysis.balancedness import balancedness_table
+from interplay.analysis.posterior_files import read_variable
 from interplay.analysis.predictive import predictive_metrics
-from interplay.analysis.streaming import read_variable
 from interplay.config import n_blocks, resolve_runs
 from interplay.posterior_io import merge_blocks
 from interplay.sampling import sample_block

@@ -31,7 +31,7 @@ import numpy as np
 
 from interplay.models import ModelSpec, PriorSpec, flops_per_gradient, init_params, make_logdensity, n_params
 from interplay.posterior_io import merge_blocks, write_block
-from interplay.samplers import chain_batch_size, chain_mesh, use_cpu_cores
+from interplay.samplers import chain_mesh, kernel_group_width, use_cpu_cores
 from interplay.sampling import chain_keys, predictive_quantities
 
 AIRFOIL_RUN = {
@@ -145,7 +145,7 @@ def main() -> None:
         gflops = grad_rate * flops / 1e9
         per_device = -(-args.chains // mesh.size)
         label = (f"groups of {batch}" if batch else
-                 f"default grouping ({chain_batch_size(None, per_device, mesh.devices.flat[0].platform)})")
+                 f"default grouping ({kernel_group_width(None, mesh.devices.flat[0].platform) or per_device})")
         print(f"\nvectorised block of {args.chains} chains, {label}: {steps_per_s:.1f} steps/s, "
               f"{grad_rate:,.0f} gradient evaluations/s, {gflops:.2f} GFLOP/s = "
               f"{100 * gflops / reference:.1f}% of matmul (CPU target >= 25%)")

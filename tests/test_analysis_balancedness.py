@@ -13,7 +13,7 @@ from scipy import stats
 
 from interplay.analysis import analyse_balancedness, balancedness_table, run_verdict
 from interplay.analysis.balancedness import neuron_terms, pair_terms
-from interplay.analysis.synthetic import layer_widths, make_run, prior_draws, prior_scales, write_posterior
+from interplay.testing.posteriors import layer_widths, make_run, prior_draws, prior_scales, write_posterior
 
 WIDTHS = layer_widths(3, [6, 5], 2)
 SCALE = [1.0, 0.5, 2.0]

@@ -7,7 +7,7 @@ from scipy import special, stats
 
 from interplay.analysis import analyse_conformity, conformity_sweep_table, conformity_tables
 from interplay.analysis.conformity import histogram_distances, moment_statistics
-from interplay.analysis.synthetic import layer_widths, make_run, prior_draws, prior_scales, write_posterior
+from interplay.testing.posteriors import layer_widths, make_run, prior_draws, prior_scales, write_posterior
 
 WIDTHS = layer_widths(3, [6, 5], 2)
 SCALE = [1.0, 0.5, 2.0]

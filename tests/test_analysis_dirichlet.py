@@ -14,8 +14,8 @@ from interplay.analysis import (
     relu_cluster_fits,
     symmetric_dirichlet_mle,
 )
-from interplay.analysis.dirichlet import gauge_fix, identity_net_shares, layer_inputs
-from interplay.analysis.synthetic import make_run, write_posterior
+from interplay.analysis.dirichlet import gauge_fix, identity_net_shares, layer_inputs, redundant_clusters
+from interplay.testing.posteriors import make_run, write_posterior
 
 
 def test_symmetric_mle_recovers_half_with_k5():
@@ -153,6 +153,18 @@ def _redundant_relu_net(rng, chains, draws, n_in=3, cluster=3, others=3, alpha=0
     total = rng.uniform(1.0, 2.0, size=(chains, draws, 1))
     k1[:, :, :cluster, 0] = shares * total / (scale * unit_norm)   # gauge-fixed v_j = share_j * total
     return {"kernel_0": k0, "bias_0": b0, "kernel_1": k1, "bias_1": rng.normal(size=(chains, draws, 1))}
+
+
+def test_redundant_clusters_are_the_single_linkage_components_above_the_threshold():
+    # units 0-1-2 form a chain of links above 0.9 (0 and 2 are linked only through 1), 3-4 a pair,
+    # 5 is alone, 6 would link to 3 but is dead
+    cos = np.eye(7)
+    for a, b, value in [(0, 1, 0.95), (1, 2, 0.92), (0, 2, 0.5), (3, 4, 0.99), (4, 5, 0.9), (3, 6, 0.97)]:
+        cos[a, b] = cos[b, a] = value
+    alive = np.array([True] * 6 + [False])
+    clusters = redundant_clusters(cos, alive, threshold=0.9)
+    assert sorted(map(list, clusters)) == [[0, 1, 2], [3, 4]]
+    assert redundant_clusters(cos, np.eye(7, dtype=bool)[0], 0.9) == []  # one alive unit: no cluster
 
 
 def test_relu_clusters_are_found_and_fitted(tmp_path):

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 
 from interplay.analysis import ANALYSES, run_verdict
-from interplay.analysis.synthetic import make_run, prior_draws
 from interplay.models import ModelSpec, param_shapes
 from interplay.posterior_io import merge_blocks, write_block
+from interplay.testing.posteriors import make_run, prior_draws
 
 REQUIRED_STATS = ("step_size", "L", "energy_variance", "diverged", "warmstart_val_loss", "warmup_seconds",
                   "sampling_seconds", "n_grad_evals")

@@ -11,7 +11,7 @@ from interplay.analysis import (
     predictive_metrics,
 )
 from interplay.analysis.predictive import cumulative_lppd, diagnostics_table, function_space_diagnostics
-from interplay.analysis.synthetic import make_run, write_posterior
+from interplay.testing.posteriors import make_run, write_posterior
 
 C, N, D = 7, 30, 50
 

@@ -3,17 +3,9 @@
 import numpy as np
 import pytest
 
-from interplay.analysis.streaming import (
-    GroupSums,
-    iter_chain_blocks,
-    jackknife,
-    mc_groups,
-    mean_covariance,
-    network_layout,
-    ratio_se,
-    read_run_config,
-)
-from interplay.analysis.synthetic import layer_widths, make_run, prior_draws, prior_scales, write_posterior
+from interplay.analysis.monte_carlo import GroupSums, jackknife, mc_groups, mean_covariance, ratio_se
+from interplay.analysis.posterior_files import iter_chain_blocks, network_layout, read_run_config
+from interplay.testing.posteriors import layer_widths, make_run, prior_draws, prior_scales, write_posterior
 
 
 def test_chain_groups_and_batch_means():

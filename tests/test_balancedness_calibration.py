@@ -20,7 +20,7 @@ from interplay.analysis.balancedness import (
     family_verdict,
     t_tests,
 )
-from interplay.analysis.synthetic import layer_widths, make_run, prior_draws, prior_scales, write_posterior
+from interplay.testing.posteriors import layer_widths, make_run, prior_draws, prior_scales, write_posterior
 
 FAN_IN, FAN_OUT, UNITS = 3, 2, 64      # a 64-unit family; rhs per unit = fan_in + 1 - fan_out = 2
 LEVEL = 0.05                           # nominal family-wise level, measurable in 200 replications

@@ -28,7 +28,7 @@ TAUS = (1.0, 0.7, 1.3)  # per layer; biases share their layer's scale
 
 SAMPLERS = {
     "nuts": (run_nuts, {"warmup": 300, "draws": 700, "target_accept": 0.8}),
-    "mams": (run_mams, {"warmup_steps": 600, "steps": 2800, "thin": 4}),
+    "mams": (run_mams, {"warmup_steps": 600, "steps": 2800, "thin": 4, "burn_in_steps": 2000}),
 }
 
 

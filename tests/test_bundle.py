@@ -17,15 +17,20 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from datetime import datetime, timedelta
 from pathlib import Path
 
+import bagit
 import netCDF4
 import numpy as np
 import pytest
 import xarray as xr
 import yaml
+from rocrate.rocrate import ROCrate
 
-from interplay import bundle
+from interplay import bag, bundle, crate
+from interplay.posterior_io import strip_draws
+from snakemake_dry_run import dry_run_jobs
 
 DATE = "20260102"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -219,7 +224,20 @@ def write_members(archive: Path, members: dict[str, bytes]) -> Path:
 
 
 def manifest_of(members: dict[str, bytes], top: str) -> dict:
-    return bundle.parse_manifest(members[f"{top}/{bundle.MANIFEST_NAME}"].decode())
+    return bag.parse_manifest(members[f"{top}/{bag.MANIFEST_NAME}"].decode())
+
+
+def payload_of(manifest: dict[str, str]) -> dict[str, str]:
+    """The manifest's entries by project path (each is data/<project path> in the bag)."""
+    assert all(rel.startswith(bag.PAYLOAD_DIR + "/") for rel in manifest), sorted(manifest)
+    return {rel.removeprefix(bag.PAYLOAD_DIR + "/"): digest for rel, digest in manifest.items()}
+
+
+def unpack(archive: Path, where: Path) -> Path:
+    """Plain extraction (what anyone does with the archive) into ``where``."""
+    with tarfile.open(archive, "r:gz") as tar:
+        tar.extractall(where, filter="data")
+    return where
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,11 +268,12 @@ def test_cli_round_trip(project, tmp_path):
     assert "snakemake --cores all --configfile bundle/config.yaml" in restored.stdout
     assert restored.stdout.count("snakemake ") == 1  # one rebuild command, not two
 
-    listed = bundle.parse_manifest((dest / bundle.MANIFEST_NAME).read_text())
+    listed = payload_of(manifest_of(read_members(archive), archive.name.removesuffix(".tar.gz")))
     assert summary["n_files"] == len(listed)
-    for rel, (size, digest) in listed.items():
-        assert bundle.sha256_file(dest / rel) == digest and (dest / rel).stat().st_size == size, rel
-        if not rel.startswith(bundle.META_DIR + "/"):  # everything else is a byte copy of the project
+    for rel, digest in listed.items():  # (the manifest has no sizes: BagIt lists sha256 only)
+        assert bundle.sha256_file(dest / rel) == digest, rel
+        if not rel.startswith(bundle.META_DIR + "/") and rel != crate.METADATA_NAME:  # (made by create)
+            # everything else is a byte copy of the project
             assert (dest / rel).read_bytes() == (project / rel).read_bytes(), rel
     # every file of the source and results trees the bundle should hold is there
     for rel in ("Snakefile", "config.yaml", "workflow/scripts/figure.py", "workflow/rules/extra.smk",
@@ -269,6 +288,7 @@ def test_cli_round_trip(project, tmp_path):
 
     meta = json.loads((dest / "bundle" / "bundle.json").read_text())
     assert meta["study"] == "toy" and meta["date"] == DATE and meta["include_draws"] is True
+    assert meta["format"] == 2
     assert meta["configfiles"] == ["config.yaml"] and meta["git"]["commit"] is None
     assert json.loads((dest / "bundle" / "resolved_config.json").read_text()) == RESOLVED
     assert yaml.safe_load((dest / "bundle" / "config.yaml").read_text()) == yaml.safe_load(
@@ -279,11 +299,16 @@ def test_cli_round_trip(project, tmp_path):
     assert environment["packages"]["xarray"] == importlib.metadata.version("xarray")
     assert environment["python"] == ".".join(map(str, sys.version_info[:3]))
     assert environment["jax"]["backend"] == "cpu" and environment["jax"]["device_kinds"]
+    host = environment["host"]  # the capacity the bundled benchmark files were measured on
+    assert host["cpu_count_logical"] == os.cpu_count() and 1 <= host["cpu_count_physical"] <= os.cpu_count()
+    assert host["memory_total_bytes"] == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
+    unpacked = unpack(archive, tmp_path / "unpacked") / archive.name.removesuffix(".tar.gz")
     if shutil.which("sha256sum"):  # anyone can check the unpacked bundle without interplay
-        coreutils = subprocess.run(["sha256sum", "--strict", "-c", bundle.MANIFEST_NAME], cwd=dest,
-                                   capture_output=True, text=True, check=False)
-        assert coreutils.returncode == 0, coreutils.stdout + coreutils.stderr
+        for manifest in (bag.MANIFEST_NAME, bag.TAGMANIFEST_NAME):
+            coreutils = subprocess.run(["sha256sum", "--strict", "-c", manifest], cwd=unpacked,
+                                       capture_output=True, text=True, check=False)
+            assert coreutils.returncode == 0, coreutils.stdout + coreutils.stderr
 
 
 def test_verify_library_report(created):
@@ -292,38 +317,96 @@ def test_verify_library_report(created):
     assert report.n_files == created.n_files and report.top == created.path.name.removesuffix(".tar.gz")
 
 
+def test_unpacked_bundle_is_a_valid_bag(created, tmp_path):
+    top = created.path.name.removesuffix(".tar.gz")
+    unpacked = unpack(created.path, tmp_path) / top
+    bagged = bagit.Bag(str(unpacked))
+    bagged.validate()  # raises BagValidationError on any finding
+    assert bagged.version_info == (1, 0) and bagged.algorithms == ["sha256"]
+    info = bagged.info
+    assert info["Study"] == "toy" and info["Bagging-Date"] == "2026-01-02"
+    assert info["Code-Version"].startswith("none") and info["External-Identifier"] == top  # no git here
+    assert info["Payload-Oxum"] == f"{created.total_bytes}.{created.n_files}"
+    listed = set(bagged.payload_entries())
+    assert "data/results/posteriors/toy-a.nc" in listed and f"data/{crate.METADATA_NAME}" in listed
+    assert len(listed) == created.n_files
+    # the tag manifest is the fingerprint: its sha256 is the reference create prints
+    assert hashlib.sha256((unpacked / bag.TAGMANIFEST_NAME).read_bytes()).hexdigest() == created.manifest_sha256
+
+
+def test_payload_is_a_workflow_run_crate(project, created, tmp_path):
+    top = created.path.name.removesuffix(".tar.gz")
+    payload = unpack(created.path, tmp_path) / top / bag.PAYLOAD_DIR
+    read = ROCrate(payload)  # rocrate's own reader
+    root = read.root_dataset
+    profiles = {entity["@id"] if isinstance(entity, dict) else entity.id for entity in root["conformsTo"]}
+    assert {"https://w3id.org/ro/wfrun/process/0.6", "https://w3id.org/ro/wfrun/workflow/0.6",
+            "https://w3id.org/workflowhub/workflow-ro-crate/1.1"} <= profiles
+    assert root["datePublished"] == "2026-01-02"
+
+    workflow = read.mainEntity
+    assert workflow.id == "Snakefile" and set(workflow.type) == {"File", "SoftwareSourceCode", "ComputationalWorkflow"}
+    assert workflow["programmingLanguage"].id.endswith("#snakemake")
+    requirements = {entity["name"]: entity["softwareVersion"] for entity in workflow["softwareRequirements"]}
+    import importlib.metadata
+
+    assert requirements["xarray"] == importlib.metadata.version("xarray")
+    assert requirements["Python" if "Python" in requirements else "CPython"] == ".".join(
+        map(str, sys.version_info[:3]))
+
+    (action,) = read.get_by_type("CreateAction")
+    assert action["instrument"] is workflow
+    assert {entity.id for entity in action["object"]} == {"bundle/config.yaml", "bundle/resolved_config.json",
+                                                           "config.yaml"}
+    results = {entity.id: entity for entity in action["result"]}
+    listed = payload_of(manifest_of(read_members(created.path), top))
+    assert set(results) == {rel for rel in listed if rel.startswith("results/")}  # every output, only outputs
+    assert results["results/posteriors/toy-a.nc"]["encodingFormat"] == "application/x-netcdf"
+    assert results["results/analysis/toy-a/lppd.csv"]["encodingFormat"] == "text/csv"
+    assert results["results/figures/fig1.png"]["encodingFormat"] == "image/png"
+    for rel, entity in results.items():
+        assert int(entity["contentSize"]) == (payload / rel).stat().st_size, rel
+    # the run's start and end: when its first and last outputs were written (UTC, whole seconds)
+    stamps = [int((project / rel).stat().st_mtime) for rel in results]
+    start, end = (datetime.fromisoformat(action[key]) for key in ("startTime", "endTime"))
+    assert (start.timestamp(), end.timestamp()) == (min(stamps), max(stamps)) and start.utcoffset() == timedelta(0)
+    assert action["actionStatus"] == "http://schema.org/CompletedActionStatus"  # (not an entity: its @id)
+    # every file of the payload (but the metadata file itself) is an entity of the crate
+    assert {entity.id for entity in read.data_entities} == set(listed) - {crate.METADATA_NAME}
+
+
 def _edit_file(members, top):
-    name = f"{top}/results/analysis/toy-a/lppd.csv"
+    name = f"{top}/data/results/analysis/toy-a/lppd.csv"
     members[name] = members[name].replace(b"-1.", b"-2.")
-    return ["ALTERED  results/analysis/toy-a/lppd.csv"]
+    return ["ALTERED  data/results/analysis/toy-a/lppd.csv"]
 
 
 def _remove_file(members, top):
-    del members[f"{top}/results/posteriors/toy-b.nc"]
-    return ["MISSING  results/posteriors/toy-b.nc"]
+    del members[f"{top}/data/results/posteriors/toy-b.nc"]
+    return ["MISSING  data/results/posteriors/toy-b.nc"]
 
 
 def _add_file(members, top):
-    members[f"{top}/results/figures/fake.png"] = b"not made by the pipeline"
+    members[f"{top}/data/results/figures/fake.png"] = b"not made by the pipeline"
     members["elsewhere/readme.txt"] = b"outside the bundle directory"
-    return ["EXTRA    results/figures/fake.png", "EXTRA    elsewhere/readme.txt"]
+    return ["EXTRA    data/results/figures/fake.png", "EXTRA    elsewhere/readme.txt"]
 
 
 def _edit_manifest(members, top):
     # claim another hash for a file: the manifest no longer matches its recorded sha256
-    name = f"{top}/{bundle.MANIFEST_NAME}"
+    name = f"{top}/{bag.MANIFEST_NAME}"
     text = members[name].decode()
-    digest = manifest_of(members, top)["results/figures/all.pdf"][1]
+    digest = manifest_of(members, top)["data/results/figures/all.pdf"]
     members[name] = text.replace(digest, "0" * 64).encode()
-    return ["ALTERED  results/figures/all.pdf", f"PROBLEM  {bundle.MANIFEST_NAME} altered"]
+    return ["ALTERED  data/results/figures/all.pdf", f"PROBLEM  {bag.MANIFEST_NAME} altered"]
 
 
 def _drop_manifest_line(members, top):
-    name = f"{top}/{bundle.MANIFEST_NAME}"
+    name = f"{top}/{bag.MANIFEST_NAME}"
     lines = members[name].decode().splitlines(keepends=True)
-    index = next(i for i, line in enumerate(lines) if line.endswith("  results/report.html\n"))
-    members[name] = "".join(lines[: index - 1] + lines[index + 1:]).encode()
-    return ["EXTRA    results/report.html", f"PROBLEM  {bundle.MANIFEST_NAME} altered"]
+    index = next(i for i, line in enumerate(lines) if line.endswith("  data/results/report.html\n"))
+    members[name] = "".join(lines[:index] + lines[index + 1:]).encode()  # (no "# size" line before it)
+    return ["EXTRA    data/results/report.html", f"PROBLEM  {bag.MANIFEST_NAME} altered"]
 
 
 @pytest.mark.parametrize("tamper", [_edit_file, _remove_file, _add_file, _edit_manifest, _drop_manifest_line])
@@ -344,6 +427,10 @@ def test_tampering_is_detected(created, tmp_path, tamper):
     assert refused.returncode == 1 and "does not verify" in refused.stderr
     assert not dest.exists()
 
+    # the bagit library, on the plainly unpacked bag, finds it invalid too
+    with pytest.raises(bagit.BagValidationError):
+        bagit.Bag(str(unpack(tampered, tmp_path / "unpacked") / top)).validate()
+
 
 def test_remade_manifest_needs_the_outside_reference(created, tmp_path):
     """Edit a file and re-make both manifest files to match: the archive is self-consistent, so
@@ -351,14 +438,16 @@ def test_remade_manifest_needs_the_outside_reference(created, tmp_path):
     members = read_members(created.path)
     top = created.path.name.removesuffix(".tar.gz")
     _edit_file(members, top)
-    rows = [(name[len(top) + 1:], len(data), hashlib.sha256(data).hexdigest())
-            for name, data in members.items()
-            if Path(name).name not in (bundle.MANIFEST_NAME, bundle.MANIFEST_HASH_NAME)]
-    manifest = bundle.manifest_text(rows).encode()
-    members[f"{top}/{bundle.MANIFEST_NAME}"] = manifest
-    forged_sha256 = hashlib.sha256(manifest).hexdigest()
-    members[f"{top}/{bundle.MANIFEST_HASH_NAME}"] = f"{forged_sha256}  {bundle.MANIFEST_NAME}\n".encode()
+    payload = {name[len(top) + 1:]: hashlib.sha256(data).hexdigest()
+               for name, data in members.items() if name.startswith(f"{top}/{bag.PAYLOAD_DIR}/")}
+    members[f"{top}/{bag.MANIFEST_NAME}"] = bag.manifest_text(payload).encode()
+    tags = {name: hashlib.sha256(members[f"{top}/{name}"]).hexdigest()
+            for name in (bag.BAGIT_NAME, bag.BAG_INFO_NAME, bag.MANIFEST_NAME)}
+    tagmanifest = bag.manifest_text(tags).encode()
+    members[f"{top}/{bag.TAGMANIFEST_NAME}"] = tagmanifest
+    forged_sha256 = hashlib.sha256(tagmanifest).hexdigest()
     forged = write_members(tmp_path / "forged.tar.gz", members)
+    bagit.Bag(str(unpack(forged, tmp_path / "unpacked") / top)).validate()  # a valid bag: the documented limit
 
     assert interplay_cli("bundle", "verify", str(forged)).returncode == 0  # the documented limit
     result = interplay_cli("bundle", "verify", str(forged), "--expect", created.manifest_sha256)
@@ -374,12 +463,12 @@ def test_member_appended_after_the_end_is_detected(created, tmp_path):
     top = created.path.name.removesuffix(".tar.gz")
     appended_tar = io.BytesIO()
     with tarfile.open(fileobj=appended_tar, mode="w") as tar:
-        info = tarfile.TarInfo(f"{top}/results/figures/hidden.png")
+        info = tarfile.TarInfo(f"{top}/data/results/figures/hidden.png")
         info.size = 6
         tar.addfile(info, io.BytesIO(b"hidden"))
     appended = write(tmp_path / "appended.tar.gz", created.path.read_bytes() + gzip.compress(appended_tar.getvalue()))
     report = bundle.verify_bundle(appended)
-    assert not report.ok and report.extra == ["results/figures/hidden.png"]
+    assert not report.ok and report.extra == ["data/results/figures/hidden.png"]
 
 
 def test_corrupt_archive_is_reported(created, tmp_path):
@@ -411,7 +500,7 @@ def test_no_draws_keeps_predictive_and_stats(project, created, tmp_path):
                 xr.testing.assert_identical(a, b)
         # copied in slabs of a few chains (as for ~1 GB pred_draws at 10,000 chains): same values
         small_slabs = tmp_path / f"{run}-slabs.nc"
-        bundle.strip_draws(original, small_slabs, slab_bytes=256)
+        strip_draws(original, small_slabs, slab_bytes=256)
         with xr.open_dataset(original, group="predictive") as a, xr.open_dataset(small_slabs, group="predictive") as b:
             xr.testing.assert_identical(a, b)
             assert b["pred_draws"].encoding["chunksizes"] == a["pred_draws"].encoding["chunksizes"] == (2, 5, 2)
@@ -436,8 +525,8 @@ def test_identical_inputs_give_identical_bytes(project, created, tmp_path):
     with gzip.open(created.path) as gz, tarfile.open(fileobj=gz) as tar:
         members = tar.getmembers()
     names = [m.name.split("/", 1)[1] for m in members]
-    assert names[-2:] == [bundle.MANIFEST_NAME, bundle.MANIFEST_HASH_NAME]
-    assert names[:-2] == sorted(names[:-2])
+    assert names[-4:] == list(bag.TAG_FILES)
+    assert names[:-4] == sorted(names[:-4])
     assert {(m.uid, m.gid, m.uname, m.gname, m.mtime) for m in members} == {
         (0, 0, "", "", bundle._check_date(DATE))}
 
@@ -452,13 +541,13 @@ def test_git_commit_and_dirty_diff(tmp_path):
                            text=True, check=True).stdout.strip()
     clean = bundle.create_bundle("toy", root=root, resolved=RESOLVED, date=DATE)
     assert clean.path == root / "results" / "bundles" / f"toy-{DATE}-{short}.tar.gz"
-    assert f"toy-{DATE}-{short}/bundle/git.diff" not in read_members(clean.path)
+    assert f"toy-{DATE}-{short}/data/bundle/git.diff" not in read_members(clean.path)
 
     write(root / "src" / "toy" / "__init__.py", "VALUE = 2\n")
     write(root / "src" / "toy" / "new.py", "NEW = True\n")  # untracked code is bundled too
     dirty = bundle.create_bundle("toy", root=root, resolved=RESOLVED, date=DATE, out=tmp_path / "dirty")
     members = read_members(dirty.path)
-    top = f"toy-{DATE}-{short}"
+    top = f"toy-{DATE}-{short}/data"
     assert "+VALUE = 2" in members[f"{top}/bundle/git.diff"].decode()
     assert "src/toy/new.py" in members[f"{top}/bundle/git-status.txt"].decode()
     assert members[f"{top}/src/toy/new.py"] == b"NEW = True\n"
@@ -474,12 +563,12 @@ def test_restored_bundle_rebuilds_figures_without_sampling(created, tmp_path):
     dest = tmp_path / "restored"
     bundle.restore_bundle(created.path, dest)
     assert not (dest / "results" / "samples").exists()  # the chain blocks are not bundled
-    assert bundle.dry_run_jobs(dest) == {}
+    assert dry_run_jobs(dest) == {}
 
     # figures and tables can be rebuilt from the bundled posteriors: no sampling, merging or data job
     shutil.rmtree(dest / "results" / "analysis")
     shutil.rmtree(dest / "results" / "figures")
-    jobs = bundle.dry_run_jobs(dest)
+    jobs = dry_run_jobs(dest)
     assert jobs == {"analysis": 2, "figure": 1, "all_figures": 1, "all": 1}
 
 
@@ -488,7 +577,7 @@ def test_plain_extraction_is_not_enough(created, tmp_path):
     because its outputs are not newer than the figure script."""
     with tarfile.open(created.path, "r:gz") as tar:
         tar.extractall(tmp_path, filter="data")
-    jobs = bundle.dry_run_jobs(tmp_path / created.path.name.removesuffix(".tar.gz"))
+    jobs = dry_run_jobs(tmp_path / created.path.name.removesuffix(".tar.gz") / bag.PAYLOAD_DIR)
     assert "figure" in jobs and "sample" not in jobs
 
 
@@ -514,7 +603,7 @@ def test_snakemake_bundle_rule(tmp_path):
     summary = json.loads(archives[0].with_name(archives[0].name.replace(".tar.gz", ".json")).read_text())
     assert bundle.verify_bundle(archives[0], expect=summary["manifest_sha256"]).ok
     members = read_members(archives[0])
-    top = archives[0].name.removesuffix(".tar.gz")
+    top = archives[0].name.removesuffix(".tar.gz") + "/data"
     assert json.loads(members[f"{top}/bundle/resolved_config.json"]) == {"toy-a": {}, "toy-b": {}}
     assert json.loads(members[f"{top}/bundle/bundle.json"])["configfiles"] == ["config.yaml"]
     assert f"{top}/results/figures/all.pdf" in members
@@ -594,7 +683,7 @@ print(json.dumps({"traced_peak_mb": traced_peak / 2**20, "rss_grew_mb": (after -
 
 def test_verify_memory_is_bounded_by_a_deep_member_named_like_the_manifest(created, tmp_path):
     top = created.path.name.removesuffix(".tar.gz")
-    deep = f"{top}/results/analysis/toy-a/{bundle.MANIFEST_NAME}"
+    deep = f"{top}/data/results/analysis/toy-a/{bag.MANIFEST_NAME}"
     crafted = _with_member(created.path, tmp_path / "crafted.tar.gz", deep, 150 << 20)
     assert crafted.stat().st_size < 2 << 20  # zeros compress to almost nothing
     done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(crafted)], capture_output=True, text=True,
@@ -603,17 +692,17 @@ def test_verify_memory_is_bounded_by_a_deep_member_named_like_the_manifest(creat
     result = json.loads(done.stdout)
     # at most a few 1 MiB blocks in flight, whatever the member's size (before: the whole member, twice)
     assert result["traced_peak_mb"] < 32 and result["rss_grew_mb"] < 100, result
-    assert f"EXTRA    results/analysis/toy-a/{bundle.MANIFEST_NAME}" in result["lines"]
+    assert f"EXTRA    data/results/analysis/toy-a/{bag.MANIFEST_NAME}" in result["lines"]
 
 
 def test_oversize_manifest_is_refused(created, tmp_path):
     top = created.path.name.removesuffix(".tar.gz")
-    size = bundle.MAX_MANIFEST_BYTES + 1
-    crafted = _with_member(created.path, tmp_path / "big-manifest.tar.gz", f"{top}/{bundle.MANIFEST_NAME}",
+    size = bag.MAX_MANIFEST_BYTES + 1
+    crafted = _with_member(created.path, tmp_path / "big-manifest.tar.gz", f"{top}/{bag.MANIFEST_NAME}",
                            size, replace=True)
     result = interplay_cli("bundle", "verify", str(crafted))
     assert result.returncode == 1
-    assert f"PROBLEM  {bundle.MANIFEST_NAME} is {size} bytes, more than the {bundle.MAX_MANIFEST_BYTES}" in (
+    assert f"PROBLEM  {bag.MANIFEST_NAME} is {size} bytes, more than the {bag.MAX_MANIFEST_BYTES}" in (
         result.stdout), result.stdout
     with pytest.raises(bundle.BundleError, match="more than the"):
         bundle.restore_bundle(crafted, tmp_path / "restored")
@@ -626,7 +715,7 @@ def test_oversize_manifest_is_refused(created, tmp_path):
             info = tarfile.TarInfo(name)
             info.size = len(data)
             if name.endswith("lppd.csv"):
-                info.pax_headers = {"comment": "x" * (bundle.MAX_HEADER_BYTES + 1)}
+                info.pax_headers = {"comment": "x" * (bag.MAX_HEADER_BYTES + 1)}
             tar.addfile(info, io.BytesIO(data))
     report = bundle.verify_bundle(padded)
     assert not report.ok and any("archive unreadable" in p and "more than the" in p for p in report.problems)
@@ -653,7 +742,7 @@ def test_runs_outside_the_study_are_not_bundled(tmp_path):
     write(results / "logs" / "merge" / "toy-b.log", "merged toy-b\n")
     made = bundle.create_bundle("toy", root=root, out=tmp_path / "out", resolved=RESOLVED, date=DATE)
     top = made.path.name.removesuffix(".tar.gz")
-    listed = manifest_of(read_members(made.path), top)
+    listed = payload_of(manifest_of(read_members(made.path), top))
     assert not [rel for rel in listed if "other" in rel], sorted(listed)
     for rel in ("results/posteriors/toy-a.nc", "results/posteriors/toy-b.nc",
                 "results/analysis/toy-a/lppd.csv", "results/analysis/toy-b/lppd.csv",
@@ -667,10 +756,32 @@ def test_runs_outside_the_study_are_not_bundled(tmp_path):
     config = {"study": "toy", "runs": {}, "figures": {"fig1": {}}, "sweeps": {}}
     with_figures = bundle.create_bundle("toy", root=root, out=tmp_path / "figs", config=config, resolved=RESOLVED,
                                         date=DATE)
-    listed = manifest_of(read_members(with_figures.path), top)
+    listed = payload_of(manifest_of(read_members(with_figures.path), top))
     assert {rel for rel in listed if rel.startswith("results/figures/")} == {
         "results/figures/fig1.pdf", "results/figures/fig1.png", "results/figures/all.pdf"}
     # a study run without its merged posterior is an error, not a smaller bundle
     with pytest.raises(bundle.BundleError, match="toy-c"):
         bundle.create_bundle("toy", root=root, out=tmp_path / "out2", date=DATE,
                              resolved={**RESOLVED, "toy-c": {"name": "toy-c", "dataset": "toy"}})
+
+
+def test_own_data_set_file_and_hashes_are_bundled(tmp_path):
+    """An own data set's file (git-ignored or not) is bundled at its path, and bundle.json records its
+    sha256 and that of its study table."""
+    root = make_project(tmp_path / "own")
+    csv = write(root / "data" / "my.csv", "a,y\n1,2\n3,4\n")
+    outside = write(tmp_path / "elsewhere.csv", "a,y\n5,6\n")
+    config = {"study": "toy", "runs": {"toy-a": {}, "toy-b": {}},
+              "datasets": {"toy": {"path": "data/my.csv", "target": "y"},
+                           "far": {"path": str(outside), "target": "y"}}}
+    resolved = {name: {"dataset": "toy"} for name in RESOLVED}
+    made = bundle.create_bundle("toy", root=root, out=tmp_path / "out", config=config, resolved=resolved, date=DATE)
+    members = read_members(made.path)
+    top = next(iter(members)).split("/")[0] + "/data"
+    assert members[f"{top}/data/my.csv"] == csv.read_bytes()
+    assert members[f"{top}/bundle/datasets/far/elsewhere.csv"] == outside.read_bytes()
+    meta = json.loads(members[f"{top}/bundle/bundle.json"])
+    table = root / "results" / "data" / "tables" / "toy.data"
+    assert meta["datasets"] == {"toy": {"table_sha256": hashlib.sha256(table.read_bytes()).hexdigest(),
+                                        "source": "data/my.csv",
+                                        "source_sha256": hashlib.sha256(csv.read_bytes()).hexdigest()}}

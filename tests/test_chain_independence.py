@@ -1,16 +1,20 @@
-"""What a chain keeps whichever block ran it (DESIGN.md), on the paper's airfoil net and likelihood and the
-full airfoil training split.
+"""A chain is the same whichever block ran it (DESIGN.md), bit for bit, on the paper's airfoil net and
+likelihood and the full airfoil training split (1,052 points).
 
-- The warm start is bit-identical for every block size: members train in groups of a fixed width.
-- MCLMC is not: XLA CPU picks a matmul's blocking, hence its summation order over the 1,052 training
-  points, from the number of chains vectorised together, so a chain's gradient differs by float32 rounding
-  between block sizes (tested here: within 1e-4 relative), and a chaotic sampler amplifies that over many
-  steps. Chains of different block sizes are draws of the same law; the same block (same config and seed)
-  gives identical arrays.
+- The warm start: members train in groups of a fixed width.
+- MCLMC: draws, tuned step size and L and energy variance, for block sizes 1, 2, 4 and 7 and for one or
+  two CPU devices. Every per-chain computation (gradients, the kernel's reductions, the tuning's
+  estimates) runs in chain groups of a fixed width (`interplay.samplers.map_chains`); without them XLA CPU
+  picks a matmul's blocking, hence its summation order over the training points, from the number of
+  chains vectorised together, and the chaotic sampler amplifies the rounding (step sizes 0.137 / 0.147 /
+  0.179 for chain 0 in blocks of 1 / 2 / 7 after 100 warmup steps).
 """
 
-import jax
-import jax.numpy as jnp
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,16 +30,28 @@ RUN = {"model": {"hidden": [16, 16, 16, 16], "activation": "relu", "bias": True,
                  "sigma": None},
        "prior": {"scale": 1.0, "bias_scale": None, "bias": "gaussian", "log_sigma_scale": 1.0}}
 WARMSTART = {"lr": 0.01, "weight_decay": 0.005, "batch_size": 64, "max_epochs": 3, "patience": 10}
+# Short, but all three tuning phases (80 / 10 / 10 steps) and sampling; before the fixed groups every
+# chain but one differed between block sizes after these steps.
+MCLMC = {"warmup_steps": 100, "steps": 20, "thin": 5}
+STATS = ("step_size", "L", "energy_variance", "diverged")
 
 
-@pytest.fixture(scope="module")
-def airfoil(mirror_dir, tmp_path_factory):
-    path = prepare_split(mirror_dir / "airfoil.data", tmp_path_factory.mktemp("airfoil") / "prepared.nc",
-                         dataset="airfoil", seed=0, standardise="full")
-    (x, y), (x_valid, y_valid) = load_split(path, "train"), load_split(path, "valid")
+def load_airfoil(prepared: Path):
+    (x, y), (x_valid, y_valid) = load_split(prepared, "train"), load_split(prepared, "valid")
     model = ModelSpec.from_run(RUN, in_dim=x.shape[1])
     prior = PriorSpec.from_run(RUN, model)
     return model, prior, np.asarray(x, np.float32), np.asarray(y, np.float32), x_valid, y_valid
+
+
+@pytest.fixture(scope="module")
+def prepared(mirror_dir, tmp_path_factory):
+    return prepare_split(mirror_dir / "airfoil.data", tmp_path_factory.mktemp("airfoil") / "prepared.nc",
+                         dataset="airfoil", seed=0, standardise="full")
+
+
+@pytest.fixture(scope="module")
+def airfoil(prepared):
+    return load_airfoil(prepared)
 
 
 def warm_start_blocks(airfoil, block_size):
@@ -50,41 +66,103 @@ def warm_start_blocks(airfoil, block_size):
     return result
 
 
+def mclmc_blocks(airfoil, members, block_sizes):
+    """{(block size, chain): {name: array}}: chain c's draws and stats, sampled in blocks of each size."""
+    model, prior, x, y, *_ = airfoil
+    logdensity = make_logdensity(model, prior, x, y)
+    result = {}
+    for block_size in block_sizes:
+        for start in range(0, N_CHAINS, block_size):
+            chains = np.arange(start, min(start + block_size, N_CHAINS))
+            draws, stats = run_mclmc(logdensity, {k: v[chains] for k, v in members.items()},
+                                     _stream(chain_keys(0, chains), SAMPLER_STREAM), MCLMC)
+            for i, chain in enumerate(chains):
+                result[block_size, int(chain)] = ({name: np.asarray(v[i]) for name, v in draws.items()}
+                                                  | {name: np.asarray(stats[name][i]) for name in STATS})
+    return result
+
+
+def assert_identical(got, expected, where):
+    for name, value in expected.items():
+        assert got[name].dtype == value.dtype and np.array_equal(got[name], value), (
+            f"{where}: {name} differs (max {np.max(np.abs(got[name].astype(float) - value.astype(float)))})")
+
+
 def test_warm_start_is_bit_identical_for_every_block_size(airfoil):
     reference = warm_start_blocks(airfoil, 1)
     for block_size in BLOCK_SIZES[1:]:
         got = warm_start_blocks(airfoil, block_size)
         for chain, expected in reference.items():
-            for name, value in expected.items():
-                assert np.array_equal(got[chain][name], value), (
-                    f"block size {block_size}: chain {chain}'s warm-start {name} differs "
-                    f"(max {np.max(np.abs(got[chain][name] - value))})")
+            assert_identical(got[chain], expected, f"block size {block_size}: chain {chain}'s warm start")
 
 
-def test_gradients_differ_between_block_sizes_by_rounding_only(airfoil):
-    model, prior, x, y, *_ = airfoil
-    logdensity = jax.jit(jax.vmap(jax.value_and_grad(make_logdensity(model, prior, x, y))))
-    from interplay.models import init_params
-
-    positions = jax.vmap(lambda k: init_params(model, k))(chain_keys(0, range(N_CHAINS)))
-    value_1, grad_1 = logdensity(jax.tree.map(lambda leaf: leaf[:1], positions))
-    for width in BLOCK_SIZES[1:]:
-        value, grad = logdensity(jax.tree.map(lambda leaf, n=width: leaf[:n], positions))
-        np.testing.assert_allclose(value[0], value_1[0], rtol=1e-5)
-        for name in grad:
-            scale = float(jnp.max(jnp.abs(grad_1[name][0])))
-            np.testing.assert_allclose(grad[name][0], grad_1[name][0], rtol=0, atol=1e-4 * scale + 1e-6)
-
-
-def test_the_same_block_gives_identical_arrays(airfoil):
+@pytest.fixture(scope="module")
+def members(airfoil):
     model, prior, x, y, x_valid, y_valid = airfoil
-    keys = chain_keys(0, range(3, 5))
-    members, _ = train_ensemble(model, prior, x, y, x_valid, y_valid, _stream(keys, WARMSTART_STREAM), WARMSTART)
-    cfg = {"warmup_steps": 60, "steps": 20, "thin": 5}
+    params, _ = train_ensemble(model, prior, x, y, x_valid, y_valid,
+                               _stream(chain_keys(0, range(N_CHAINS)), WARMSTART_STREAM), WARMSTART)
+    return {name: np.asarray(value) for name, value in params.items()}
+
+
+def test_mclmc_chains_are_bit_identical_for_every_block_size_and_device_count(airfoil, members, prepared,
+                                                                              tmp_path):
+    np.savez(tmp_path / "members.npz", **members)
+    # Two CPU devices (a block's chains split over them, padded to equal shares) in a fresh process.
+    script = textwrap.dedent(f"""
+        import sys
+        from interplay.samplers import use_cpu_cores
+        use_cpu_cores(2)
+        import jax, numpy as np
+        from pathlib import Path
+        sys.path.insert(0, {str(Path(__file__).parent)!r})
+        from test_chain_independence import load_airfoil, mclmc_blocks
+        assert len(jax.devices()) == 2
+        members = dict(np.load({str(tmp_path / 'members.npz')!r}))
+        result = mclmc_blocks(load_airfoil(Path({str(prepared)!r})), members, (2, 7))
+        np.savez({str(tmp_path / 'two.npz')!r},
+                 **{{f"{{b}}/{{c}}/{{name}}": v for (b, c), arrays in result.items() for name, v in arrays.items()}})
+    """)
+    log = tmp_path / "two_devices.log"
+    with log.open("w") as log_file:  # runs alongside this process's own blocks
+        two_devices = subprocess.Popen([sys.executable, "-c", script], stdout=log_file, stderr=subprocess.STDOUT)
+        one_device = mclmc_blocks(airfoil, members, BLOCK_SIZES)
+        two_devices.wait()
+    assert two_devices.returncode == 0, log.read_text()[-4000:]
+    with np.load(tmp_path / "two.npz") as saved:
+        two = {}
+        for key in saved.files:
+            block_size, chain, name = key.split("/")
+            two.setdefault((int(block_size), int(chain)), {})[name] = saved[key]
+
+    for chain in range(N_CHAINS):
+        expected = one_device[1, chain]
+        assert not expected["diverged"]
+        for block_size in BLOCK_SIZES[1:]:
+            assert_identical(one_device[block_size, chain], expected,
+                             f"chain {chain}, block size {block_size} vs 1")
+        for block_size in (2, 7):
+            assert_identical(two[block_size, chain], expected,
+                             f"chain {chain}, block size {block_size} on 2 CPU devices vs block size 1 on one")
+
+
+# MAMS: the MCLMC burn-in, the adjusted tuning and sampling, short (every phase runs).
+MAMS = {"burn_in_steps": 50, "warmup_steps": 20, "steps": 10, "thin": 5, "max_integration_steps": 16}
+MAMS_STATS = ("step_size", "L", "acceptance_rate", "n_integration_steps", "n_grad_evals", "diverged")
+
+
+def test_mams_chains_are_bit_identical_for_every_block_size(airfoil, members):
+    from interplay.samplers.mams import run_mams
+
+    model, prior, x, y, *_ = airfoil
     logdensity = make_logdensity(model, prior, x, y)
-    first = run_mclmc(logdensity, members, _stream(keys, SAMPLER_STREAM), cfg)
-    again = run_mclmc(make_logdensity(model, prior, x, y), members, _stream(keys, SAMPLER_STREAM), cfg)
-    for name in first[0]:
-        assert np.array_equal(first[0][name], again[0][name])
-    for name in ("step_size", "L", "energy_variance"):
-        assert np.array_equal(first[1][name], again[1][name])
+    n_chains, result = 3, {}
+    for block_size in (1, 3):
+        for start in range(0, n_chains, block_size):
+            chains = np.arange(start, min(start + block_size, n_chains))
+            draws, stats = run_mams(logdensity, {k: v[chains] for k, v in members.items()},
+                                    _stream(chain_keys(0, chains), SAMPLER_STREAM), MAMS)
+            for i, chain in enumerate(chains):
+                result[block_size, int(chain)] = ({name: np.asarray(v[i]) for name, v in draws.items()}
+                                                  | {name: np.asarray(stats[name][i]) for name in MAMS_STATS})
+    for chain in range(n_chains):
+        assert_identical(result[3, chain], result[1, chain], f"MAMS chain {chain}, block size 3 vs 1")

@@ -2,10 +2,13 @@
 
 import copy
 import re
+import subprocess
+import sys
 
 import pytest
 import yaml
 
+from interplay import config as study_config
 from interplay.config import ConfigError, block_ids, expand_sweep, resolve_runs, sample_resources
 
 BASE = {"runs": {"r1": {"dataset": "airfoil", "model": {"hidden": [16, 16]}}}}
@@ -27,7 +30,7 @@ def test_defaults_are_the_paper_settings():
     assert (mclmc["energy_var_start"], mclmc["energy_var_end"], mclmc["n_eff"], mclmc["trust"]) == (0.5, 0.1, 100,
                                                                                                    1.5)
     assert run["sampler"]["nuts"]["target_accept"] == 0.8
-    assert run["data"] == {"seed": 0, "standardise": "full", "max_train_points": None}
+    assert run["data"] == {"seed": 0, "split": "shuffle", "standardise": "full", "max_train_points": None}
     assert run["prior"]["scale"] == 1.0 and run["prior"]["bias"] == "gaussian"
 
 
@@ -110,11 +113,26 @@ def test_default_sweep_names_and_collisions():
                  "sweeps": {"s": {"base": {"dataset": "airfoil"}, "grid": {"prior.scale": [1]}}}})
 
 
+def test_config_specs_and_posterior_files_import_no_jax():
+    # the workflow imports interplay.config at parse time, merge and analysis jobs read posterior files:
+    # none of them may pay for (or depend on) JAX; interplay.specs is the network spec they share with it
+    code = ("import sys; import interplay.config, interplay.specs, interplay.posterior_io, interplay.analysis; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('jax', 'jaxlib')))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def test_n_parameters_counts_weights_and_biases():
+    run = {"model": {"hidden": [16, 16], "bias": True}}
+    assert study_config.n_parameters(run, 5, 2) == 5 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2
+    assert study_config.n_parameters({"model": {"hidden": [], "bias": False}}, 3, 1) == 3
+
+
 def test_blocks_cover_all_chains():
     run = resolve({"runs": {"r": {"dataset": "airfoil", "sampler": {"chains": 10, "block_size": 4}}}})["r"]
     assert block_ids(run) == ["0000", "0001", "0002"]
     resources = sample_resources(run)
-    assert resources["mem_mb"] > 2048 and resources["runtime"] >= 15
+    assert resources["mem_mb"] > 1024 and resources["runtime"] >= 15
 
 
 def test_teacher_datasets_are_known():
@@ -177,12 +195,13 @@ def _sampler_checks():
     """The checks the samplers (and model/prior builders) run inside `sample`, on a resolved run."""
     from interplay.config import n_blocks
     from interplay.models import ModelSpec, PriorSpec
-    from interplay.samplers import mclmc, mfvi, nuts, warmstart
+    from interplay.samplers import laplace, mclmc, mfvi, nuts, warmstart
 
     return {
         "mclmc": lambda run: mclmc.resolve_config(run["sampler"]["mclmc"]),
         "nuts": lambda run: nuts.resolve_config(run["sampler"]["nuts"]),
         "mfvi": lambda run: mfvi._check_cfg(run["sampler"]["mfvi"]),
+        "laplace": lambda run: laplace.check_cfg(run["sampler"]["laplace"]),
         "warmstart": lambda run: warmstart._check_cfg(run["sampler"]["warmstart"]),
         "model": lambda run: ModelSpec.from_run(run, in_dim=5),
         "prior": lambda run: PriorSpec.from_run(run, ModelSpec.from_run(run, in_dim=5)),
@@ -205,8 +224,9 @@ SAMPLER_CONSTRAINTS = [
     ({"sampler": {"mclmc": {"initial_step_size": INF}}}, "sampler.mclmc.initial_step_size", "mclmc"),
     ({"sampler": {"mclmc": {"phases": [0.5, 0.3, 0.3]}}}, "sampler.mclmc.phases", "mclmc"),
     ({"sampler": {"mclmc": {"phases": [0.5, 0.5]}}}, "sampler.mclmc.phases", "mclmc"),
-    ({"sampler": {"mclmc": {"ess_max_samples": 1}}}, "sampler.mclmc.ess_max_samples", "mclmc"),
-    ({"sampler": {"mclmc": {"ess_max_params": 0}}}, "sampler.mclmc.ess_max_params", "mclmc"),
+    # Retired settings (their former defaults): refused by name, not silently ignored.
+    ({"sampler": {"mclmc": {"ess_max_samples": 10000}}}, "sampler.mclmc.ess_max_samples", "mclmc"),
+    ({"sampler": {"mclmc": {"ess_max_params": 2000}}}, "sampler.mclmc.ess_max_params", "mclmc"),
     ({"sampler": {"mclmc": {"chain_batch": 0}}}, "sampler.mclmc.chain_batch", "mclmc"),
     ({"sampler": {"nuts": {"draws": 0}}}, "sampler.nuts.draws", "nuts"),
     ({"sampler": {"nuts": {"warmup": -1}}}, "sampler.nuts.warmup", "nuts"),
@@ -214,6 +234,12 @@ SAMPLER_CONSTRAINTS = [
     ({"sampler": {"mfvi": {"steps": 0}}}, "sampler.mfvi.steps", "mfvi"),
     ({"sampler": {"mfvi": {"draws": 0}}}, "sampler.mfvi.draws", "mfvi"),
     ({"sampler": {"mfvi": {"lr": 0}}}, "sampler.mfvi.lr", "mfvi"),
+    ({"sampler": {"mfvi": {"weight_decay": -1}}}, "sampler.mfvi.weight_decay", "mfvi"),
+    ({"sampler": {"laplace": {"epochs": 0}}}, "sampler.laplace.epochs", "laplace"),
+    ({"sampler": {"laplace": {"draws": 0}}}, "sampler.laplace.draws", "laplace"),
+    ({"sampler": {"laplace": {"lr": 0}}}, "sampler.laplace.lr", "laplace"),
+    ({"sampler": {"laplace": {"ggn_noise_var": 0}}}, "sampler.laplace.ggn_noise_var", "laplace"),
+    ({"sampler": {"laplace": {"objective": "elbo"}}}, "sampler.laplace.objective", "laplace"),
     ({"sampler": {"warmstart": {"batch_size": 0}}}, "sampler.warmstart.batch_size", "warmstart"),
     ({"sampler": {"warmstart": {"max_epochs": 0}}}, "sampler.warmstart.max_epochs", "warmstart"),
     ({"sampler": {"warmstart": {"patience": 0}}}, "sampler.warmstart.patience", "warmstart"),
@@ -242,6 +268,19 @@ def test_every_sampler_constraint_fails_at_parse_time_naming_the_key(override, k
         _sampler_checks()[check](deep_merge(resolve(BASE)["r1"], override))
 
 
+@pytest.mark.parametrize("name", ["ess_max_samples", "ess_max_params"])
+def test_retired_mclmc_settings_say_so(name):
+    """Defaults or a run that still sets a retired key fail naming it and saying it was retired."""
+    config = copy.deepcopy(BASE)
+    config["defaults"] = {"sampler": {"mclmc": {name: 100}}}
+    with pytest.raises(ConfigError, match=rf"runs\.r1\.sampler\.mclmc\.{name}: was retired"):
+        resolve(config)
+    from interplay.samplers.mclmc import resolve_config
+
+    with pytest.raises(ValueError, match=rf"sampler\.mclmc\.{name} was retired"):
+        resolve_config({"warmup_steps": 10, "steps": 10, "thin": 1, name: 100})
+
+
 def test_steps_must_be_a_multiple_of_thin_in_every_thinning_sampler_block():
     """Generic over the schema: any sampler block with `steps` and `thin` (mclmc, mams, ...) is checked."""
     from interplay.config import load_schema
@@ -266,3 +305,24 @@ def test_numbers_have_one_form():
                                    "sampler": {"mclmc": {"trust": 2}}}}})["r1"]
     assert [type(v) for v in run["prior"]["scale"]] == [float] * 3 and isinstance(run["sampler"]["mclmc"]["trust"], float)
     assert isinstance(run["sampler"]["chains"], int) and run["model"]["bias"] is True
+
+
+@pytest.mark.parametrize("mams, message", [
+    ({"burn_in_steps": 20}, r"sampler\.mams\.burn_in_steps: 20 must be 0 \(no burn-in\) or at least 50"),
+    ({"phases": [0.5, 0.5, 0.5]}, r"sampler\.mams\.phases: \[0\.5, 0\.5, 0\.5\] must sum to 1"),
+])
+def test_mams_constraints_are_checked_at_parse_time(mams, message):
+    config = copy.deepcopy(BASE)
+    config["runs"]["r1"]["sampler"] = {"kind": "mams", "mams": mams}
+    with pytest.raises(ConfigError, match=message):
+        resolve(config)
+
+
+def test_the_smallest_mams_burn_in_leaves_draws_for_the_variances():
+    from interplay.config import MAMS_MIN_BURN_IN_STEPS
+    from interplay.samplers import mams
+
+    cfg = mams.resolve_config({"warmup_steps": 10, "steps": 10, "thin": 1, "burn_in_steps": MAMS_MIN_BURN_IN_STEPS})
+    burn_in = mams.burn_in_config(cfg)
+    assert burn_in["steps"] // burn_in["thin"] >= 2 and burn_in["warmup_steps"] >= 10
+    assert burn_in["warmup_steps"] + burn_in["steps"] == MAMS_MIN_BURN_IN_STEPS

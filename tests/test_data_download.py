@@ -27,7 +27,7 @@ from interplay.data import (
 
 ZIP_PATH = "/291/airfoil+self+noise.zip"
 MEMBER = "airfoil_self_noise.dat"
-FAST = {"timeout": 5, "backoff": 0.01}
+FAST = {"timeout": 5}
 
 
 def make_zip(members: dict[str, bytes]) -> bytes:
@@ -169,7 +169,7 @@ def test_timeouts_are_retried_then_fail(server, tmp_path):
     server.routes[ZIP_PATH] = [("sleep", 1.0)]
     start = time.monotonic()
     with pytest.raises(SourceUnreachable, match="Timeout"):
-        download("airfoil", tmp_path / "airfoil", mirror=server.url, retries=2, timeout=0.2, backoff=0.01)
+        download("airfoil", tmp_path / "airfoil", mirror=server.url, retries=2, timeout=0.2)
     assert time.monotonic() - start < 5
     assert server.requests == [ZIP_PATH] * 2
 
@@ -335,3 +335,24 @@ def test_nothing_left_when_the_copy_fails(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         download("airfoil", tmp_path / "out" / "airfoil", mirror=str(mirror))
     assert entries(tmp_path / "out") == []
+
+
+def test_client_error_is_not_retried(server, tmp_path):
+    """A 403 is no network hiccup: one attempt, then the message names the URL and the mirror option."""
+    server.routes[ZIP_PATH] = [(403, b"forbidden")]
+    with pytest.raises(SourceUnreachable) as info:
+        download("airfoil", tmp_path / "airfoil", mirror=server.url, retries=3, **FAST)
+    assert server.requests == [ZIP_PATH]
+    for fragment in (server.url + ZIP_PATH, "1 attempt", "HTTP 403", "data.mirror"):
+        assert fragment in str(info.value)
+    assert entries(tmp_path) == []
+
+
+def test_progress_goes_to_the_log(server, airfoil_text, caplog, tmp_path):
+    archive = make_zip({MEMBER: airfoil_text})
+    server.routes[ZIP_PATH] = [(200, archive)]
+    with caplog.at_level("INFO", logger="interplay.data.download"):
+        download("airfoil", tmp_path / "airfoil", mirror=server.url, **FAST)
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"airfoil: {server.url}")]
+    assert progress[-1] == f"airfoil: {server.url}{ZIP_PATH}: done ({len(archive)} bytes)"
+    assert [m.rsplit(": ", 1)[1] for m in progress[:-1]] == [f"{p}% of {len(archive)} bytes" for p in (25, 50, 75)]

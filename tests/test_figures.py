@@ -12,13 +12,14 @@ from scipy import stats
 
 from interplay.analysis.balancedness import run_verdict
 from interplay.config import ConfigError
-from interplay.figures import FIGURES, TITLES, demo, figure_outputs, figure_plans, render
+from interplay.figures import FIGURES, TITLES, figure_outputs, figure_plans, render
 from interplay.figures.assemble import assemble_pdf, rst_to_text, run_settings_table, verdict_table
 from interplay.figures.correlations import mean_abs_offdiagonal, within_chain_correlation
 from interplay.figures.data import read_parameters, read_variables
 from interplay.figures.dirichlet import pooled_shares
 from interplay.figures.toy_grid import unit_weights
 from interplay.figures.uci_benchmark import benchmark_table, latex_table
+from interplay.testing import demo
 
 
 def pdf_pages(path) -> int:
@@ -60,7 +61,7 @@ def test_every_figure_renders_a_pdf_and_a_png(rendered, name):
 
 def test_uci_benchmark_writes_the_table_as_csv_and_latex(rendered):
     table = pd.read_csv(rendered["uci_benchmark"]["csv"])
-    assert set(table["method"]) == {"MILE", "DE", "MFVI"} and set(table["metric"]) == {"lppd", "rmse"}
+    assert set(table["method"]) == {"MILE", "DE", "MFVI", "LA"} and set(table["metric"]) == {"lppd", "rmse"}
     tex = rendered["uci_benchmark"]["tex"].read_text()
     assert tex.startswith("\\begin{tabular}") and "\\toprule" in tex and tex.count("\\mathbf") == 2 * 2
 
@@ -76,7 +77,7 @@ def test_benchmark_table_is_the_mean_and_sd_over_seeds(study):
             for (name, _), path in data.tables.items()}
     for dataset, method in (("airfoil", "mfvi"), ("energy", "de")):
         values = [lppd[f"demo-uci-{dataset}-{method}-seed{s}"] for s in (1, 2, 3)]
-        row = table[(table["dataset"] == dataset) & (table["method"] == method.upper())
+        row = table[(table["dataset"] == dataset) & (table["method"] == method.upper())  # single fits: no "pooled"
                     & (table["metric"] == "lppd")].iloc[0]
         assert row["mean"] == pytest.approx(np.mean(values))
         assert row["sd"] == pytest.approx(np.std(values, ddof=1))

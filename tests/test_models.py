@@ -91,6 +91,17 @@ def test_param_dims_agree_with_shapes_and_init(bias, likelihood, sigma):
     assert models.n_params(model) == sum(math.prod(shape) for shape in shapes.values())
 
 
+def test_jax_activations_are_the_specs_numpy_ones():
+    # one list of activations (interplay.specs, numpy: data and analyses), its JAX twins for the sampler
+    from interplay.specs import ACTIVATIONS
+
+    assert set(models.JAX_ACTIVATIONS) == set(ACTIVATIONS)
+    z = np.linspace(-3.0, 3.0, 25, dtype=np.float32)
+    for name, numpy_fn in ACTIVATIONS.items():
+        np.testing.assert_allclose(np.asarray(models.JAX_ACTIVATIONS[name](jnp.asarray(z))), numpy_fn(z), rtol=1e-6)
+    assert jax.grad(models.JAX_ACTIVATIONS["relu"])(0.0) == 0.0  # jax.nn.relu: gradient 0 at the kink
+
+
 def test_flops_count_is_three_forward_matmuls():
     model = models.ModelSpec(in_dim=2, hidden=(3,), out_dim=1, activation="relu", bias=True,
                              likelihood="mean_regr")

@@ -12,6 +12,7 @@ import xarray as xr
 
 from interplay import bundle
 from interplay.analysis.balancedness import VERDICTS as BALANCEDNESS_VERDICTS
+from snakemake_dry_run import dry_run_jobs
 
 pytestmark = pytest.mark.slow
 
@@ -71,12 +72,12 @@ def test_bundle_restore_rebuilds_without_sampling(finished_study, tmp_path, mirr
     restored = tmp_path / "restored"
     bundle.restore_bundle(archives[0], restored)
     config = ("--configfile", "bundle/config.yaml")
-    assert bundle.dry_run_jobs(restored, extra_args=config) == {}
+    assert dry_run_jobs(restored, extra_args=config) == {}
 
     bundled = {p.relative_to(restored): pd.read_csv(p) for p in (restored / "results" / "analysis").rglob("*.csv")}
     assert bundled
     shutil.rmtree(restored / "results" / "analysis")
-    jobs = bundle.dry_run_jobs(restored, extra_args=config)
+    jobs = dry_run_jobs(restored, extra_args=config)
     assert jobs and not {"download", "table", "prepare", "sample", "merge"} & set(jobs), jobs
     snakemake(restored, *config, mirror=mirror_dir)
     for rel, table in bundled.items():

@@ -17,7 +17,7 @@ import yaml
 from interplay import config as study_config
 from interplay.config import ConfigError, resolve_runs
 from interplay.data import ChecksumError, make_table, prepare_split
-from interplay.data.convert import write_atomic
+from interplay.data.atomic import write_bytes_atomic as write_atomic
 
 DEAD_PID = 4_194_304 + 17  # above Linux's largest pid_max: never a live process
 HOST = socket.gethostname()
@@ -130,11 +130,12 @@ def test_stale_temps_older_than_the_bound_are_removed_whoever_wrote_them(tmp_pat
 
 
 def test_posterior_and_prepared_writes_clean_stale_temps(tmp_path):
-    from interplay import posterior_io
+    from interplay.data.atomic import atomic_path  # posterior_io's block and merge writer
 
     block = tmp_path / "samples" / "run" / "block-0000.nc"
     files = _stale_and_live(block)
-    posterior_io._atomic_write(block, lambda temp: Path(temp).write_text("block"))
+    with atomic_path(block) as temp:
+        Path(temp).write_text("block")
     assert block.read_text() == "block"
     assert not any(p.exists() for p in files["stale"])
 

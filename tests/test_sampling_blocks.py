@@ -11,6 +11,7 @@ import xarray as xr
 from scipy.special import logsumexp
 from scipy.stats import norm
 
+from interplay.data import sha256_file
 from interplay.models import ModelSpec, PriorSpec
 from interplay.posterior_io import GROUPS, merge_blocks, open_posterior, read_root_attrs
 from interplay.samplers.mfvi import run_mfvi
@@ -121,7 +122,7 @@ def test_chain_draws_do_not_depend_on_the_block(mile_blocks):
         xr.testing.assert_identical(in_block_0[group], in_block_1[group])
 
 
-def test_mile_block_contents(mile_blocks):
+def test_mile_block_contents(mile_blocks, data_path):
     groups = open_posterior(mile_blocks["a"])
     post, stats = groups["posterior"], groups["sample_stats"]
     assert post.sizes["draw"] == 10 and post["log_sigma"].dims == ("chain", "draw")
@@ -131,6 +132,9 @@ def test_mile_block_contents(mile_blocks):
     assert attrs["run"] == "tiny-mile" and attrs["seed"] == 3 and attrs["config"]["sampler"]["chains"] == 4
     assert {"jax", "blackjax", "numpyro", "interplay", "python"} <= set(attrs["versions"])
     assert attrs["device"].startswith("cpu") and attrs["git_commit"]
+    # what the block was sampled on: the prepared file and the data behind it, by sha256
+    assert attrs["data"] == {"dataset": "tiny", "table_sha256": "-", "seed": 0, "standardise": "full",
+                             "split_order": "shuffle", "prepared_sha256": sha256_file(data_path)}
     log = mile_blocks["log"].read_text()
     for phase in ("warmstart", "warmup", "sampling"):
         assert f"{phase}: step" in log

@@ -199,7 +199,7 @@ def test_study_runs_end_to_end_on_slurm(slurm_cluster, study_dir, mirror_dir, ru
     # the block that failed in the test before, and every other block, ran as its own GPU job
     assert len(by_rule["sample"]) == sum(len(block_ids(run)) for run in runs.values())
     assert len(by_rule["merge"]) == len(runs)
-    assert len(by_rule["predictive"]) == 1
+    assert len(by_rule["analyse"]) == 1  # predictive.csv of slurm-relu
     assert "download" not in by_rule and "all" not in by_rule
     for job in by_rule["sample"]:
         # asked for one GPU (sbatch --gpus=1) and got one from the node's gres

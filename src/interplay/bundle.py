@@ -1,67 +1,50 @@
-"""Archived, verifiable result bundles: one deterministic ``.tar.gz`` per study.
+"""Archived, verifiable result bundles: one deterministic ``.tar.gz`` per study, a BagIt bag.
 
 A bundle holds everything needed to check a study's results byte for byte and to rebuild its
 figures and analysis tables without sampling: config (as given and with every run resolved),
 code version (git commit and diff), environment, merged posteriors (optionally without draws),
 analysis tables, figures, report, logs, benchmarks, prepared data and the source tree.
 
-Layout inside the archive (everything under one top directory named like the archive)::
+The archive is a BagIt bag (RFC 8493, written by :mod:`interplay.bag`) whose payload is the
+project directory and an RO-Crate (:mod:`interplay.crate`)::
 
     <study>-<YYYYMMDD>-<short hash>/
-        MANIFEST.sha256            "sha256  path" per file (sha256sum format), each line preceded
-                                   by a "# size <bytes>" comment; lists every file but the two
-                                   manifest files
-        MANIFEST.sha256.sha256     sha256 of MANIFEST.sha256 (sha256sum format)
-        bundle/bundle.json         study, date, git, options
-        bundle/environment.json    Python, exact package versions, JAX backend and devices
-        bundle/config.yaml         the merged config as Snakemake saw it
-        bundle/resolved_config.json  every run's resolved dict
-        bundle/git.diff, bundle/git-status.txt   only when the work tree was dirty
-        Snakefile, workflow/, src/, config/, envs/, pyproject.toml, requirements.lock, ...
-        results/...                posteriors, analysis, figures, report, logs, benchmarks, data
+        bagit.txt, bag-info.txt (study, date, code version, Payload-Oxum)
+        manifest-sha256.txt, tagmanifest-sha256.txt
+        data/
+            ro-crate-metadata.json     Workflow Run Crate: workflow, config, environment, results
+            bundle/bundle.json         study, date, git, options
+            bundle/environment.json    Python, exact package versions, host, JAX backend and devices
+            bundle/config.yaml         the merged config as Snakemake saw it
+            bundle/resolved_config.json  every run's resolved dict
+            bundle/git.diff, bundle/git-status.txt   only when the work tree was dirty
+            Snakefile, workflow/, src/, config/, envs/, pyproject.toml, requirements.lock, ...
+            results/...                posteriors, analysis, figures, report, logs, benchmarks, data
 
-The tar is deterministic: members sorted by name (the two manifest files last), mtime fixed to
-the bundle date, uid/gid 0, no user names, gzip header without name or time.
+Provenance (git, environment) comes from :mod:`interplay.provenance`; posteriors without draws
+from :func:`interplay.posterior_io.strip_draws`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import datetime as _dt
-import gzip
-import hashlib
-import importlib.metadata
-import io
 import json
 import os
-import platform
 import shutil
-import subprocess
-import sys
-import tarfile
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from interplay import bag, crate
+from interplay.bag import VerifyReport
 from interplay.data.atomic import is_temp_name
+from interplay.data.convert import sha256_file
+from interplay.provenance import environment_info, git_info, run_git
 
-MANIFEST_NAME = "MANIFEST.sha256"
-MANIFEST_HASH_NAME = "MANIFEST.sha256.sha256"
 META_DIR = "bundle"
-FORMAT_VERSION = 1
-NO_GIT = "nogit"
-# Verify and restore read every member in blocks of this size and hold no member whole; the
-# manifest (about 100 bytes a file) is the one member kept in memory, and only up to this size.
-READ_BLOCK = 1 << 20
-MAX_MANIFEST_BYTES = 8 << 20
-# tarfile reads a PAX or GNU long-name header whole, at the size the archive declares.
-MAX_HEADER_BYTES = 1 << 20
-# Deflate is the cost of `create` (~30 MiB/s a core); posteriors are compressed NetCDF already, and
-# levels 1 and 6 run about as fast on them, so the default level keeps text and logs small.
-GZIP_LEVEL = 6
-
+FORMAT_VERSION = 2  # 1: own manifest format; 2: a BagIt bag with an RO-Crate
 # Source paths (relative to the project root) needed to rebuild; missing ones are skipped.
 SOURCE_PATHS = (
     "Snakefile",
@@ -130,37 +113,11 @@ class BundleError(Exception):
 @dataclass(frozen=True)
 class CreatedBundle:
     path: Path
-    manifest_sha256: str
+    manifest_sha256: str  # of the bag's tagmanifest-sha256.txt (covers every file): the reference to keep
     archive_sha256: str
     n_files: int
     total_bytes: int
     summary_path: Path
-
-
-@dataclass
-class VerifyReport:
-    """Outcome of checking an archive against its manifest (paths relative to the bundle top)."""
-
-    archive: Path
-    top: str | None = None
-    manifest_sha256: str | None = None
-    n_files: int = 0
-    missing: list[str] = field(default_factory=list)
-    extra: list[str] = field(default_factory=list)
-    altered: list[str] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not (self.missing or self.extra or self.altered or self.problems)
-
-    def lines(self) -> list[str]:
-        """One line per finding, for printing."""
-        out = [f"PROBLEM  {p}" for p in self.problems]
-        out += [f"MISSING  {p}" for p in self.missing]
-        out += [f"EXTRA    {p}" for p in self.extra]
-        out += [f"ALTERED  {p}" for p in self.altered]
-        return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -190,79 +147,6 @@ def _check_date(date: str) -> int:
     except (TypeError, ValueError):
         raise BundleError(f"date {date!r} is not of the form YYYYMMDD") from None
     return int(day.timestamp())
-
-
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _git(root: Path, *args: str) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=root, capture_output=True, text=True, check=False, timeout=60
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout if done.returncode == 0 else None
-
-
-def git_info(root: Path | str = ".", with_diff: bool = True) -> dict:
-    """Commit, short hash, dirty flag, ``git diff HEAD`` and status of the work tree at ``root``
-    (``with_diff=False``: commit and short hash only, one cheap git call).
-
-    Outside a git repository (or before the first commit) the short hash is ``nogit``.
-    """
-    root = Path(root)
-    commit = (_git(root, "rev-parse", "--verify", "--quiet", "HEAD") or "").strip() or None
-    short = (_git(root, "rev-parse", "--short=8", "HEAD") or "").strip() if commit else ""
-    if not with_diff:
-        return {"commit": commit, "short": short or NO_GIT}
-    inside = (_git(root, "rev-parse", "--is-inside-work-tree") or "").strip() == "true"
-    status = _git(root, "status", "--porcelain", "--untracked-files=all") if inside else None
-    dirty = bool(status and status.strip())
-    diff = _git(root, "diff", "HEAD", "--binary") if commit and dirty else None
-    return {
-        "commit": commit,
-        "short": short or NO_GIT,
-        "dirty": dirty,
-        "status": status if dirty else None,
-        "diff": diff or None,
-    }
-
-
-def environment_info() -> dict:
-    """Python version, exact versions of every installed distribution, JAX backend and devices."""
-    packages: dict[str, str] = {}
-    for dist in importlib.metadata.distributions():
-        name = dist.metadata["Name"]
-        if name:
-            packages.setdefault(name.lower().replace("_", "-"), dist.version)
-    info = {
-        "python": sys.version.split()[0],
-        "python_implementation": platform.python_implementation(),
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "packages": dict(sorted(packages.items())),
-        "env": {k: os.environ[k] for k in ("JAX_PLATFORMS", "XLA_FLAGS", "CUDA_VISIBLE_DEVICES")
-                if k in os.environ},
-    }
-    try:
-        import jax
-
-        devices = jax.devices()
-        info["jax"] = {
-            "version": jax.__version__,
-            "backend": jax.default_backend(),
-            "device_kinds": sorted({d.device_kind for d in devices}),
-            "device_count": len(devices),
-        }
-    except (ImportError, RuntimeError) as error:  # a broken accelerator must not stop archiving
-        info["jax"] = {"error": f"{type(error).__name__}: {error}"}
-    return info
 
 
 def merge_configs(configs: list[dict]) -> dict:
@@ -320,13 +204,6 @@ def resolve_runs(config: dict) -> dict[str, dict]:
 # collecting files
 
 
-@dataclass(frozen=True)
-class _Entry:
-    arcname: str  # relative to the bundle top
-    source: Path | bytes
-    executable: bool = False
-
-
 def _excluded(rel: Path) -> bool:
     """Caches, build folders and the temporary files of writers (`interplay.data.atomic`) stay out."""
     return (any(part in EXCLUDED_PARTS for part in rel.parts) or rel.name.endswith(EXCLUDED_SUFFIXES)
@@ -350,12 +227,45 @@ def _source_files(root: Path) -> list[str]:
     present = [p for p in SOURCE_PATHS if (root / p).exists()]
     if not present:
         return []
-    listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *present)
-    if listed is not None and (_git(root, "rev-parse", "--show-toplevel") or "").strip() == str(root.resolve()):
+    listed = run_git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *present)
+    if listed is not None and (run_git(root, "rev-parse", "--show-toplevel") or "").strip() == str(root.resolve()):
         names = {name for name in listed.split("\0") if name}
     else:
         names = {path.relative_to(root).as_posix() for p in present for path in _walk_files(root / p)}
     return sorted(name for name in names if (root / name).is_file() and not _excluded(Path(name)))
+
+
+def own_dataset_files(root: Path, own: dict) -> dict[str, Path]:
+    """The files of the config's own data sets (`datasets`) by bundle path: their path below ``root``,
+    or ``bundle/datasets/<name>/<file name>`` for a file outside it."""
+    files = {}
+    for name, entry in sorted(own.items()):
+        source = Path(entry["path"]) if Path(entry["path"]).is_absolute() else root / entry["path"]
+        if not source.is_file():
+            raise BundleError(f"datasets.{name}: the file {source} does not exist")
+        resolved = source.resolve()
+        rel = (resolved.relative_to(root).as_posix() if resolved.is_relative_to(root)
+               else f"{META_DIR}/datasets/{name}/{source.name}")
+        files[rel] = source
+    return files
+
+
+def dataset_provenance(results: Path, root: Path, runs: dict, own: dict) -> dict[str, dict]:
+    """Per data set of the study's runs (bundle.json `datasets`): the sha256 of its study table and, for
+    an own data set, its file's path and sha256."""
+    names = sorted({run["dataset"] for run in runs.values() if isinstance(run, dict) and "dataset" in run})
+    found = {}
+    for name in names:
+        entry = {}
+        table = results / "data" / "tables" / f"{name}.data"
+        if table.is_file():
+            entry["table_sha256"] = sha256_file(table)
+        if name in own:
+            source = Path(own[name]["path"])
+            entry.update(source=own[name]["path"],
+                         source_sha256=sha256_file(source if source.is_absolute() else root / source))
+        found[name] = entry
+    return found
 
 
 def study_result_files(results: Path | str, runs: dict, sweeps=(), files=(), figures=None) -> list[Path]:
@@ -402,134 +312,36 @@ def study_result_files(results: Path | str, runs: dict, sweeps=(), files=(), fig
     )
 
 
-def _copy_values(var, out, slab_bytes: int) -> None:
-    """Copy a variable in slabs along its first dim (pred_draws can be ~1 GB at 10,000 chains)."""
-    itemsize = getattr(var.dtype, "itemsize", 0)
-    if var.ndim == 0 or not itemsize or var.size * itemsize <= slab_bytes:
-        out[...] = var[...]
-        return
-    row_bytes = itemsize * (var.size // max(var.shape[0], 1))
-    step = max(1, slab_bytes // max(row_bytes, 1))
-    for start in range(0, var.shape[0], step):
-        out[start:start + step] = var[start:start + step]
-
-
-def strip_draws(
-    source: Path | str, target: Path | str, drop: tuple[str, ...] = ("posterior",), slab_bytes: int = 64 << 20
-) -> None:
-    """Copy a posterior NetCDF file leaving out the ``drop`` groups (the draws).
-
-    Everything else is copied as stored (dims, dtypes, chunking, compression, attrs: root attrs,
-    ``sample_stats``, ``predictive``), at most ``slab_bytes`` in memory at a time; the root gets
-    ``draws_omitted = 1`` so later code can tell.
-    """
-    import netCDF4
-
-    def copy_group(src, dst, drop_here: tuple[str, ...]) -> None:
-        dst.setncatts({name: src.getncattr(name) for name in src.ncattrs()})
-        for name, dim in src.dimensions.items():
-            dst.createDimension(name, None if dim.isunlimited() else len(dim))
-        for name, var in src.variables.items():
-            filters = var.filters() or {}
-            chunking = var.chunking()
-            attrs = {k: var.getncattr(k) for k in var.ncattrs()}
-            fill = attrs.pop("_FillValue", None)
-            out = dst.createVariable(
-                name,
-                var.datatype,
-                var.dimensions,
-                zlib=bool(filters.get("zlib")),
-                complevel=filters.get("complevel") or 4,
-                shuffle=bool(filters.get("shuffle")),
-                fletcher32=bool(filters.get("fletcher32")),
-                chunksizes=None if chunking in (None, "contiguous") else chunking,
-                fill_value=fill,
-            )
-            out.setncatts(attrs)
-            var.set_auto_maskandscale(False)
-            out.set_auto_maskandscale(False)
-            _copy_values(var, out, slab_bytes)
-        for name, group in src.groups.items():
-            if name not in drop_here:
-                copy_group(group, dst.createGroup(name), ())
-
-    with netCDF4.Dataset(source, "r") as src:
-        missing = [name for name in drop if name not in src.groups]
-        if missing:
-            raise BundleError(f"{source} has no group(s) {missing} to leave out")
-        with netCDF4.Dataset(target, "w", format=src.data_model) as dst:
-            copy_group(src, dst, drop)
-            dst.setncattr("draws_omitted", 1)
-
-
 # ---------------------------------------------------------------------------------------------
 # writing
 
 
-class _HashingReader:
-    """File wrapper that hashes what tarfile reads from it."""
-
-    def __init__(self, handle):
-        self.handle = handle
-        self.digest = hashlib.sha256()
-        self.size = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self.handle.read(n)
-        self.digest.update(data)
-        self.size += len(data)
-        return data
+def _iso_utc(timestamp: float) -> str:
+    return _dt.datetime.fromtimestamp(int(timestamp), _dt.UTC).isoformat()
 
 
-def _tarinfo(name: str, size: int, mtime: int, executable: bool) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = mtime
-    info.mode = 0o755 if executable else 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
+def run_times(paths: list[Path]) -> tuple[str, str]:
+    """The run's start and end (ISO 8601, UTC): the oldest and newest modification time of its
+    result files, i.e. when its first and last outputs were written."""
+    stamps = [path.stat().st_mtime for path in paths]
+    return _iso_utc(min(stamps)), _iso_utc(max(stamps))
 
 
-def _check_arcname(name: str) -> None:
-    # sha256sum escapes such names, and a newline would split a manifest line
-    if any(c in name for c in "\n\r\\"):
-        raise BundleError(f"cannot bundle {name!r}: newlines and backslashes are not allowed in names")
+def bag_info(study: str, name: str, date: str, git: dict, include_draws: bool) -> dict[str, str]:
+    """The bag-info.txt labels of a bundle: study, date, code version (RFC 8493 labels where one fits)."""
+    from interplay import __version__
 
-
-def manifest_text(rows: list[tuple[str, int, str]]) -> str:
-    """Manifest for ``(path, size, sha256)`` rows, sorted by path."""
-    lines = [
-        f"# interplay bundle manifest, format {FORMAT_VERSION}: every file of the bundle but this one",
-        f"# and {MANIFEST_HASH_NAME}. In the unpacked bundle: sha256sum -c {MANIFEST_NAME}",
-    ]
-    for path, size, digest in sorted(rows):
-        lines += [f"# size {size}", f"{digest}  {path}"]
-    return "\n".join(lines) + "\n"
-
-
-def parse_manifest(text: str) -> dict[str, tuple[int | None, str]]:
-    """``{path: (size or None, sha256)}``; raises :class:`BundleError` on a malformed line."""
-    entries: dict[str, tuple[int | None, str]] = {}
-    size: int | None = None
-    for number, line in enumerate(text.splitlines(), start=1):
-        if line.startswith("# size "):
-            try:
-                size = int(line[len("# size "):])
-            except ValueError:
-                raise BundleError(f"manifest line {number}: bad size {line!r}") from None
-            continue
-        if not line.strip() or line.startswith("#"):
-            continue
-        digest, sep, path = line.partition("  ")
-        if not sep or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest) or not path:
-            raise BundleError(f"manifest line {number} is not 'sha256  path': {line!r}")
-        if path in entries:
-            raise BundleError(f"manifest lists {path} twice")
-        entries[path] = (size, digest)
-        size = None
-    return entries
+    commit = git.get("commit") or "none (not a git checkout)"
+    return {
+        "Source-Organization": "interplay",
+        "External-Identifier": name,
+        "External-Description": f"interplay result bundle of the study {study}",
+        "Bagging-Date": f"{date[:4]}-{date[4:6]}-{date[6:]}",
+        "Bag-Software-Agent": f"interplay {__version__}",
+        "Study": study,
+        "Code-Version": commit + (" with uncommitted changes (bundle/git.diff)" if git.get("dirty") else ""),
+        "Posterior-Draws": "included" if include_draws else "omitted",
+    }
 
 
 def create_bundle(
@@ -557,9 +369,11 @@ def create_bundle(
     folders. ``files`` are result files that must be bundled too (the bundle rule passes its
     inputs, from the DAG). ``configfiles`` are copied at their place under ``root`` (else to
     ``bundle/configfiles/``). ``git``/``environment`` override what is recorded (defaults:
-    :func:`git_info`, :func:`environment_info`).
+    :func:`interplay.provenance.git_info`, :func:`interplay.provenance.environment_info`).
     """
     import yaml
+
+    from interplay.posterior_io import strip_draws
 
     root = Path(root).resolve()
     results = Path(results).resolve() if results is not None else root / "results"
@@ -585,16 +399,23 @@ def create_bundle(
 
     environment = environment_info() if environment is None else environment
 
-    entries: dict[str, _Entry] = {}
+    entries: dict[str, bag.Member] = {}
 
-    def add(entry: _Entry) -> None:
-        _check_arcname(entry.arcname)
-        if entry.arcname in entries or entry.arcname in (MANIFEST_NAME, MANIFEST_HASH_NAME):
-            raise BundleError(f"two files would be bundled as {entry.arcname}")
-        entries[entry.arcname] = entry
+    def add(member: bag.Member) -> None:
+        try:
+            bag.check_member_path(member.path)
+        except bag.BagFormatError as error:
+            raise BundleError(str(error)) from None
+        if member.path in entries or member.path == crate.METADATA_NAME:
+            raise BundleError(f"two files would be bundled as {member.path}")
+        entries[member.path] = member
 
     for rel in _source_files(root):
-        add(_Entry(rel, root / rel, bool((root / rel).stat().st_mode & 0o111)))
+        add(bag.Member(rel, root / rel, bool((root / rel).stat().st_mode & 0o111)))
+    own = config_sections.get("datasets") or {}
+    for rel, source in own_dataset_files(root, own).items():  # git-ignored data files are bundled too
+        if rel not in entries:
+            add(bag.Member(rel, source))
     configfile_names = []
     for configfile in configfiles:
         path = Path(configfile).resolve()
@@ -604,10 +425,12 @@ def create_bundle(
         if rel is None:
             rel = f"{META_DIR}/configfiles/{path.name}"
         if rel not in entries:
-            add(_Entry(rel, path))
+            add(bag.Member(rel, path))
         configfile_names.append(rel)
-    for path in study_result_files(results, runs, sweeps, files, figures):
-        add(_Entry("results/" + path.relative_to(results).as_posix(), path))
+    result_files = study_result_files(results, runs, sweeps, files, figures)
+    for path in result_files:
+        add(bag.Member("results/" + path.relative_to(results).as_posix(), path))
+    start, end = run_times(result_files + posteriors)
 
     meta = {
         "format": FORMAT_VERSION,
@@ -617,18 +440,19 @@ def create_bundle(
         "git": {k: git.get(k) for k in ("commit", "short", "dirty")},
         "include_draws": include_draws,
         "configfiles": configfile_names,
+        "datasets": dataset_provenance(results, root, runs, own),
     }
 
     def add_json(rel: str, value) -> None:
-        add(_Entry(rel, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()))
+        add(bag.Member(rel, (json.dumps(value, indent=2, sort_keys=True, default=str) + "\n").encode()))
 
     add_json(f"{META_DIR}/bundle.json", meta)
     add_json(f"{META_DIR}/environment.json", environment)
-    add(_Entry(f"{META_DIR}/config.yaml", yaml.safe_dump(config or {}, sort_keys=True).encode()))
+    add(bag.Member(f"{META_DIR}/config.yaml", yaml.safe_dump(config or {}, sort_keys=True).encode()))
     add_json(f"{META_DIR}/resolved_config.json", resolved if resolved is not None else {})
     if git.get("dirty"):
-        add(_Entry(f"{META_DIR}/git.diff", (git.get("diff") or "").encode()))
-        add(_Entry(f"{META_DIR}/git-status.txt", (git.get("status") or "").encode()))
+        add(bag.Member(f"{META_DIR}/git.diff", (git.get("diff") or "").encode()))
+        add(bag.Member(f"{META_DIR}/git-status.txt", (git.get("status") or "").encode()))
 
     out.mkdir(parents=True, exist_ok=True)
     archive = out / f"{name}.tar.gz"
@@ -636,205 +460,66 @@ def create_bundle(
         for posterior in posteriors:
             arcname = "results/posteriors/" + posterior.name
             if include_draws:
-                add(_Entry(arcname, posterior))
+                add(bag.Member(arcname, posterior))
             else:
                 stripped = Path(scratch) / posterior.name
-                strip_draws(posterior, stripped)
-                add(_Entry(arcname, stripped))
+                try:
+                    strip_draws(posterior, stripped)
+                except ValueError as error:
+                    raise BundleError(str(error)) from None
+                add(bag.Member(arcname, stripped))
+        sizes = [crate.CrateFile(m.path, len(m.source) if isinstance(m.source, bytes) else m.source.stat().st_size)
+                 for m in entries.values()]
+        inputs = [f"{META_DIR}/config.yaml", f"{META_DIR}/resolved_config.json", *configfile_names]
+        try:
+            metadata = crate.workflow_run_crate(
+                name=f"{study}: interplay result bundle {name}",
+                description=f"Results of the study {study} (runs {', '.join(sorted(runs))}) with the code, config "
+                            "and environment that made them",
+                date=f"{date[:4]}-{date[4:6]}-{date[6:]}", files=sizes, inputs=sorted(set(inputs)),
+                start=start, end=end, environment=environment)
+        except ValueError as error:
+            raise BundleError(f"cannot describe the run as an RO-Crate: {error}") from None
+        entries[crate.METADATA_NAME] = bag.Member(crate.METADATA_NAME, metadata)
         partial = Path(scratch) / archive.name
-        rows, manifest_sha256 = _write_tar(partial, name, [entries[k] for k in sorted(entries)], mtime)
+        try:
+            written = bag.write_bag_tar(partial, name, list(entries.values()),
+                                        bag_info(study, name, date, git, include_draws), mtime)
+        except bag.BagFormatError as error:
+            raise BundleError(str(error)) from None
         os.replace(partial, archive)
 
     archive_sha256 = sha256_file(archive)
     summary = {
         "archive": archive.name,
         "archive_sha256": archive_sha256,
-        "manifest_sha256": manifest_sha256,
+        "manifest_sha256": written.tagmanifest_sha256,
         "study": study,
         "date": date,
         "git_commit": git.get("commit"),
         "git_dirty": bool(git.get("dirty")),
         "include_draws": include_draws,
-        "n_files": len(rows),
-        "total_bytes": sum(size for _, size, _ in rows),
+        "n_files": written.n_files,
+        "total_bytes": written.total_bytes,
     }
     summary_path = out / f"{name}.json"
     summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    return CreatedBundle(archive, manifest_sha256, archive_sha256, len(rows), summary["total_bytes"],
-                         summary_path)
-
-
-def _write_tar(path: Path, top: str, entries: list[_Entry], mtime: int) -> tuple[list, str]:
-    """Stream the entries, then the manifest, into a deterministic tar.gz; returns the manifest
-    rows ``(path, size, sha256)`` and the manifest's sha256."""
-    rows: list[tuple[str, int, str]] = []
-    with open(path, "wb") as raw, gzip.GzipFile(
-        filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=GZIP_LEVEL
-    ) as gz, tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        tar.copybufsize = 1 << 20
-        for entry in entries:
-            if isinstance(entry.source, bytes):
-                opened, size = io.BytesIO(entry.source), len(entry.source)
-            else:
-                opened = open(entry.source, "rb")  # noqa: SIM115 (closed by the with below)
-                size = os.fstat(opened.fileno()).st_size
-            with opened as handle:
-                reader = _HashingReader(handle)
-                tar.addfile(_tarinfo(f"{top}/{entry.arcname}", size, mtime, entry.executable), reader)
-            rows.append((entry.arcname, reader.size, reader.digest.hexdigest()))
-        manifest = manifest_text(rows).encode()
-        if len(manifest) > MAX_MANIFEST_BYTES:  # verify would refuse it
-            raise BundleError(f"the manifest of {len(rows)} files would be {len(manifest)} bytes, more than "
-                              f"the {MAX_MANIFEST_BYTES} that verify reads")
-        manifest_sha256 = hashlib.sha256(manifest).hexdigest()
-        for arcname, data in (
-            (MANIFEST_NAME, manifest),
-            (MANIFEST_HASH_NAME, f"{manifest_sha256}  {MANIFEST_NAME}\n".encode()),
-        ):
-            tar.addfile(_tarinfo(f"{top}/{arcname}", len(data), mtime, False), io.BytesIO(data))
-    return rows, manifest_sha256
+    return CreatedBundle(archive, written.tagmanifest_sha256, archive_sha256, written.n_files,
+                         written.total_bytes, summary_path)
 
 
 # ---------------------------------------------------------------------------------------------
 # reading
 
 
-def _safe_relative(name: str) -> bool:
-    path = Path(name)
-    return not path.is_absolute() and ".." not in path.parts and name == path.as_posix()
-
-
-_WHOLE_HEADER_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
-                       tarfile.GNUTYPE_LONGLINK)
-
-
-class _BoundedTarInfo(tarfile.TarInfo):
-    """Refuses PAX and GNU long-name headers larger than MAX_HEADER_BYTES, which tarfile would
-    otherwise read into memory whole at whatever size the archive declares."""
-
-    def _proc_member(self, tarfile_):
-        if self.type in _WHOLE_HEADER_TYPES and self.size > MAX_HEADER_BYTES:
-            raise tarfile.SubsequentHeaderError(  # tarfile turns it into ReadError: unreadable
-                f"{self.type!r} header of {self.size} bytes, more than the {MAX_HEADER_BYTES} allowed"
-            )
-        return super()._proc_member(tarfile_)
-
-
-def _scan(archive: Path, extract_to: Path | None = None):
-    """One streaming pass: ``({member name: (size, sha256)}, [problems], {name: mode},
-    {name: bytes})``; regular members are hashed (and written under ``extract_to``, top directory
-    stripped, when given) in blocks of READ_BLOCK bytes. Only the two manifest files at
-    ``<top>/`` are kept, each up to MAX_MANIFEST_BYTES (a larger one is a problem)."""
-    found: dict[str, tuple[int, str]] = {}
-    modes: dict[str, int] = {}
-    problems: list[str] = []
-    manifests: dict[str, bytes] = {}
-    try:
-        # ignore_zeros: read on past end-of-archive blocks and corrupt headers, which tarfile would
-        # otherwise take as the end, so appended or hidden members are seen (and reported)
-        with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw, mode="rb") as gz, tarfile.open(
-            fileobj=gz, mode="r|", ignore_zeros=True, tarinfo=_BoundedTarInfo
-        ) as tar:
-            for member in tar:
-                if not member.isreg():
-                    if not member.isdir():
-                        problems.append(f"{member.name}: not a regular file (type {member.type!r})")
-                    continue
-                if not _safe_relative(member.name):
-                    problems.append(f"{member.name}: unsafe path")
-                    continue
-                if member.name in found:
-                    problems.append(f"{member.name}: stored twice")
-                    continue
-                handle = tar.extractfile(member)
-                digest = hashlib.sha256()
-                parts = Path(member.name).parts
-                # the manifest files count only at their one place, <top>/MANIFEST.sha256[.sha256]
-                keep = len(parts) == 2 and parts[1] in (MANIFEST_NAME, MANIFEST_HASH_NAME)
-                if keep and member.size > MAX_MANIFEST_BYTES:
-                    problems.append(f"{parts[1]} is {member.size} bytes, more than the "
-                                    f"{MAX_MANIFEST_BYTES} allowed: not read")
-                    keep = False
-                kept = io.BytesIO() if keep else None
-                target = None
-                if extract_to is not None and len(parts) > 1:
-                    target = extract_to.joinpath(*parts[1:])
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") if target is not None else contextlib.nullcontext() as sink:
-                    while block := handle.read(READ_BLOCK):
-                        digest.update(block)
-                        if kept is not None:
-                            kept.write(block)
-                        if sink is not None:
-                            sink.write(block)
-                found[member.name] = (member.size, digest.hexdigest())
-                modes[member.name] = member.mode
-                if kept is not None:
-                    manifests[member.name] = kept.getvalue()
-            while gz.read(READ_BLOCK):  # to the end, where gzip checks its CRC and length
-                pass
-    except (tarfile.TarError, OSError, EOFError, gzip.BadGzipFile, ValueError) as error:
-        problems.append(f"archive unreadable: {type(error).__name__}: {error}")
-    return found, problems, modes, manifests
-
-
-def _check(archive: Path, found, problems, manifests, expect: str | None) -> VerifyReport:
-    report = VerifyReport(archive=archive, problems=list(problems))
-    tops = sorted({name.split("/", 1)[0] for name in found if name.endswith("/" + MANIFEST_NAME)
-                   and name.count("/") == 1})
-    if len(tops) != 1:
-        report.problems.append(
-            f"expected one <top>/{MANIFEST_NAME}, found {len(tops)}" + (f": {tops}" if tops else "")
-        )
-        report.extra = sorted(found)
-        return report
-    top = report.top = tops[0]
-    manifest_bytes = manifests.get(f"{top}/{MANIFEST_NAME}")
-    if manifest_bytes is None:  # too large to read: nothing to check against (a problem says so)
-        return report
-    report.manifest_sha256 = hashlib.sha256(manifest_bytes).hexdigest()
-    hash_bytes = manifests.get(f"{top}/{MANIFEST_HASH_NAME}")
-    if hash_bytes is None:
-        report.problems.append(f"{MANIFEST_HASH_NAME} missing")
-    elif hash_bytes.decode(errors="replace").split()[:1] != [report.manifest_sha256]:
-        report.problems.append(
-            f"{MANIFEST_NAME} altered: its sha256 {report.manifest_sha256} differs from {MANIFEST_HASH_NAME}"
-        )
-    if expect is not None and expect.strip().lower() != report.manifest_sha256:
-        report.problems.append(
-            f"{MANIFEST_NAME} sha256 {report.manifest_sha256} is not the expected {expect.strip().lower()}"
-        )
-    try:
-        listed = parse_manifest(manifest_bytes.decode())
-    except (BundleError, UnicodeDecodeError) as error:
-        report.problems.append(f"{MANIFEST_NAME} unreadable: {error}")
-        return report
-    report.n_files = len(listed)
-    stored = {}
-    for name, value in found.items():
-        if name.startswith(top + "/"):
-            rel = name[len(top) + 1:]
-            if rel not in (MANIFEST_NAME, MANIFEST_HASH_NAME):
-                stored[rel] = value
-        else:
-            report.extra.append(name)
-    for rel, (size, digest) in sorted(listed.items()):
-        if rel not in stored:
-            report.missing.append(rel)
-        elif stored[rel][1] != digest or (size is not None and stored[rel][0] != size):
-            report.altered.append(rel)
-    report.extra += sorted(rel for rel in stored if rel not in listed)
-    return report
-
-
 def verify_bundle(archive: Path | str, expect: str | None = None) -> VerifyReport:
-    """Check every file of ``archive`` against its manifest (and the manifest against ``expect``,
-    the manifest sha256 printed when the bundle was made)."""
+    """Check ``archive`` as a bag: every file against its manifest, the manifest and bag-info.txt
+    against the tag manifest (and the tag manifest against ``expect``, the manifest sha256 printed
+    when the bundle was made); see :mod:`interplay.bag`."""
     archive = Path(archive)
     if not archive.is_file():
         raise BundleError(f"bundle {archive} does not exist")
-    found, problems, _, manifests = _scan(archive)
-    return _check(archive, found, problems, manifests, expect)
+    return bag.verify_bag_tar(archive, expect)
 
 
 def restore_mtimes(dest: Path, now: float | None = None) -> None:
@@ -850,9 +535,10 @@ def restore_mtimes(dest: Path, now: float | None = None) -> None:
 
 
 def restore_bundle(archive: Path | str, dest: Path | str, expect: str | None = None) -> VerifyReport:
-    """Verify ``archive``, unpack it into ``dest`` (new or empty) as a project directory, check the
-    unpacked bytes again, and set mtimes (see :func:`restore_mtimes`). Raises :class:`BundleError`
-    listing every finding when the archive does not verify; ``dest`` is then left untouched."""
+    """Verify ``archive``, unpack it, check the unpacked bag again (``bagit`` validation of the
+    written bytes), move its payload into ``dest`` (new or empty) as a project directory, and set
+    mtimes (see :func:`restore_mtimes`). Raises :class:`BundleError` listing every finding when the
+    archive does not verify; ``dest`` is then left untouched."""
     archive, dest = Path(archive), Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise BundleError(f"restore target {dest} exists and is not an empty directory")
@@ -863,40 +549,12 @@ def restore_bundle(archive: Path | str, dest: Path | str, expect: str | None = N
     staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=dest))
     try:
         # a second read: check what was written, not what was read before
-        found, problems, modes, manifests = _scan(archive, extract_to=staging)
-        again = _check(archive, found, problems, manifests, report.manifest_sha256)
+        again = bag.unpack_bag_tar(archive, staging, report.manifest_sha256)
         if not again.ok:
             raise BundleError(f"bundle {archive} changed while restoring:\n" + "\n".join(again.lines()))
-        for name, mode in modes.items():
-            target = staging.joinpath(*Path(name).parts[1:])
-            target.chmod(0o755 if mode & 0o111 else 0o644)
-        for child in sorted(staging.iterdir()):
+        for child in sorted((staging / bag.PAYLOAD_DIR).iterdir()):
             shutil.move(str(child), dest / child.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     restore_mtimes(dest)
     return report
-
-
-def dry_run_jobs(workdir: Path | str, *targets: str, extra_args: tuple[str, ...] = ()) -> dict[str, int]:
-    """Jobs ``snakemake -n`` would run in ``workdir``: ``{rule: count}`` (empty when nothing to do).
-
-    A test helper for "a restored bundle rebuilds figures without sampling"."""
-    command = [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "--quiet", "rules",
-               *extra_args, *targets]
-    done = subprocess.run(command, cwd=workdir, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise BundleError(f"snakemake -n failed in {workdir}:\n{done.stdout}\n{done.stderr}")
-    jobs: dict[str, int] = {}
-    in_table = False
-    for line in (done.stdout + "\n" + done.stderr).splitlines():
-        words = line.split()
-        if words[:2] == ["job", "count"]:
-            in_table = True
-            continue
-        if in_table:
-            if len(words) == 2 and words[1].isdigit() and words[0] != "total":
-                jobs[words[0]] = int(words[1])
-            elif words and set(words[0]) != {"-"} and words[0] != "total":
-                in_table = False
-    return jobs

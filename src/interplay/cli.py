@@ -43,7 +43,8 @@ def _bundle_create(args: argparse.Namespace) -> int:
     print(f"archive sha256:  {created.archive_sha256}")
     print(f"summary:         {created.summary_path}")
     print(
-        "Keep the manifest sha256 somewhere outside the bundle (paper, lab notebook); check with\n"
+        "The bundle is a BagIt bag (its manifest sha256 is that of tagmanifest-sha256.txt, which covers\n"
+        "every file). Keep the manifest sha256 somewhere outside the bundle (paper, lab notebook); check with\n"
         f"  interplay bundle verify {created.path} --expect {created.manifest_sha256}"
     )
     return 0
@@ -108,7 +109,8 @@ def _add_bundle_commands(subparsers) -> None:
     create.add_argument("--date", default=None, help="YYYYMMDD for the name; default: today")
     create.set_defaults(func=_bundle_create)
 
-    verify = commands.add_parser("verify", help="check every file of a bundle against its manifest")
+    verify = commands.add_parser(
+        "verify", help="check a bundle as a BagIt bag: every file against its manifest, the tag manifest, sizes")
     verify.add_argument("file")
     verify.add_argument("--expect", default=None,
                         help="the manifest sha256 printed by create (detects a re-made manifest)")

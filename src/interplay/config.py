@@ -14,16 +14,33 @@ import json
 import math
 import re
 from collections.abc import Mapping, Sequence
-from numbers import Real
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
 
+from interplay.specs import HOMOGENEOUS_ACTIVATIONS, count_params, leaf_shapes
+
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
+
+
+# A MAMS run's MCLMC burn-in (interplay.samplers.mams): its last fifth samples, thinned to at most 100
+# draws (at least every 5th step), for the chain's variances; the fewest steps that leave two draws.
+MAMS_BURN_IN_VARIANCE_FRACTION, MAMS_BURN_IN_MAX_DRAWS, MAMS_BURN_IN_MIN_THIN = 0.2, 100, 5
+MAMS_MIN_BURN_IN_STEPS = 50
+MAMS_BURN_IN_PHASES = (0.8, 0.1, 0.1)  # of its MCLMC tuning steps, as MILE's
+
+
+def mams_burn_in_plan(burn_in_steps: int) -> tuple[int, int, int]:
+    """(MCLMC tuning steps, sampling steps, thin) of a MAMS burn-in of `burn_in_steps` (0: none)."""
+    if burn_in_steps <= 0:
+        return 0, 0, 1
+    thin = max(MAMS_BURN_IN_MIN_THIN, math.ceil(burn_in_steps * MAMS_BURN_IN_VARIANCE_FRACTION / MAMS_BURN_IN_MAX_DRAWS))
+    steps = int(burn_in_steps * MAMS_BURN_IN_VARIANCE_FRACTION) // thin * thin
+    return burn_in_steps - steps, steps, thin
 
 
 class ConfigError(ValueError):
@@ -58,6 +75,9 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
     if error.validator == "additionalProperties" and "properties" in error.schema:
         allowed = ", ".join(sorted(error.schema["properties"]))
         unexpected = sorted(set(error.instance) - set(error.schema["properties"]))
+        retired = [name for name in unexpected if f"{key}.{name}" in RETIRED_KEYS]
+        if retired:
+            return "; ".join(f"{location}.{name}: {RETIRED_KEYS[f'{key}.{name}']}" for name in retired)
         return f"{location}: unknown key(s) {', '.join(map(repr, unexpected))}; allowed: {allowed}"
     if error.validator == "enum":
         return f"{location}: {error.instance!r} is not allowed; choose one of {error.validator_value}"
@@ -75,6 +95,12 @@ def _describe(error: jsonschema.ValidationError, where: str) -> str:
     return f"{location}: {error.message}"
 
 
+# Run settings that were removed, by dotted key: a config that still sets one fails naming it and why.
+RETIRED_KEYS = {
+    f"sampler.mclmc.{name}": "was retired: MCLMC's phase 3 no longer stores a trace (it streams every "
+    "parameter's ESS in memory independent of the phase's length), so there is nothing to bound; remove the key"
+    for name in ("ess_max_samples", "ess_max_params")
+}
 _BOUNDS = {"minimum": ">=", "exclusiveMinimum": ">", "maximum": "<=", "exclusiveMaximum": "<"}
 
 
@@ -304,7 +330,34 @@ def _dataset_tasks(config: dict) -> dict[str, str]:
 
     tasks = {name: source.task for name, source in DATASETS.items()}
     tasks.update({name: "regression" for name in config.get("teachers", {})})
+    tasks.update({name: entry.get("task", "regression") for name, entry in config.get("datasets", {}).items()})
     return tasks
+
+
+def own_dataset_tables(config: dict) -> dict:
+    """The checked table (`interplay.data.own.OwnTable`) of every data set of the config's `datasets`
+    section, by name: file, columns, numbers, rows for the split and pinned sha256, each failure a
+    ConfigError naming `datasets.<name>`, the file and the column (config validated first)."""
+    from interplay.data import DATASETS, DataError
+    from interplay.data.own import load_own_table, own_datasets
+
+    tables = {}
+    for name, dataset in own_datasets(config.get("datasets")).items():
+        clash = "a UCI data set" if name in DATASETS else "a teacher" if name in config.get("teachers", {}) else None
+        if clash:
+            raise ConfigError(f"datasets.{name}: the name is taken by {clash}; choose another")
+        try:
+            tables[name] = load_own_table(dataset)
+        except DataError as error:
+            raise ConfigError(str(error)) from None
+    return tables
+
+
+def own_data_shapes(config: dict) -> dict[str, dict[str, int]]:
+    """`in_dim` and `n` of each own data set, as `sample_resources` reads them for teachers."""
+    from interplay.data.own import data_shape
+
+    return {name: data_shape(table) for name, table in own_dataset_tables(config).items()}
 
 
 def _check_run(run: dict, tasks: dict[str, str]) -> None:
@@ -312,6 +365,9 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
     where = f"runs.{run['name']}"
     if run["dataset"] not in tasks:
         raise ConfigError(f"{where}.dataset: unknown dataset {run['dataset']!r}; known: {sorted(tasks)}")
+    if run["data"]["split"] == "authors" and run["data"]["seed"] >= 2**31:
+        raise ConfigError(f"{where}.data.seed: {run['data']['seed']} must be below 2^31 with data.split 'authors' "
+                          "(it is the authors' `rng`, a 32-bit JAX seed)")
     model, prior, sampler = run["model"], run["prior"], run["sampler"]
     n_layers = len(model["hidden"]) + 1
     for key in ("scale", "bias_scale"):
@@ -330,9 +386,14 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
     _check_bias_prior(where, model, prior)
     if model["sigma"] is not None and model["likelihood"] != "mean_regr":
         raise ConfigError(f"{where}.model.sigma: a fixed noise scale needs likelihood 'mean_regr'")
-    phases = sampler["mclmc"]["phases"]
-    if not math.isclose(sum(phases), 1.0, abs_tol=1e-9):
-        raise ConfigError(f"{where}.sampler.mclmc.phases: {phases} must sum to 1")
+    for block_name in ("mclmc", "mams"):
+        phases = sampler[block_name]["phases"]
+        if not math.isclose(sum(phases), 1.0, abs_tol=1e-9):
+            raise ConfigError(f"{where}.sampler.{block_name}.phases: {phases} must sum to 1")
+    burn_in = sampler["mams"]["burn_in_steps"]
+    if 0 < burn_in < MAMS_MIN_BURN_IN_STEPS:
+        raise ConfigError(f"{where}.sampler.mams.burn_in_steps: {burn_in} must be 0 (no burn-in) or at least "
+                          f"{MAMS_MIN_BURN_IN_STEPS} (its last fifth, thinned by 5, gives the variances)")
     # Every sampler block that keeps every `thin`-th of `steps` positions (mclmc, mams, ...).
     for block_name, block in sampler.items():
         if isinstance(block, dict) and "steps" in block and "thin" in block:
@@ -342,6 +403,38 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
                     f"{where}.sampler.{block_name}.steps: {steps} must be a positive multiple of "
                     f"sampler.{block_name}.thin ({thin}): a chain keeps every thin-th of its steps"
                 )
+
+
+def baseline_noise_sigma(run: Mapping) -> float | None:
+    """The fixed noise scale a baseline's sampler block sets (None: the model's own): laplace's
+    sqrt(`aleatoric_var`), mfvi's `sigma`; other kinds none."""
+    sampler = run["sampler"]
+    if sampler["kind"] == "laplace" and sampler["laplace"]["aleatoric_var"] is not None:
+        return math.sqrt(sampler["laplace"]["aleatoric_var"])
+    if sampler["kind"] == "mfvi" and sampler["mfvi"]["sigma"] is not None:
+        return float(sampler["mfvi"]["sigma"])
+    return None
+
+
+def _apply_baseline_noise(run: dict) -> None:
+    """Write a baseline's fixed noise (`baseline_noise_sigma`) into `model.sigma`, so that every stage reads
+    the likelihood it was fitted with from the model; a different explicit `model.sigma` is an error."""
+    where = f"runs.{run['name']}"
+    sigma = baseline_noise_sigma(run)
+    kind = run["sampler"]["kind"]
+    model = run["model"]
+    if sigma is not None:
+        key = "laplace.aleatoric_var" if kind == "laplace" else "mfvi.sigma"
+        if model["likelihood"] != "mean_regr":
+            raise ConfigError(f"{where}.sampler.{key}: a fixed observation noise needs model.likelihood "
+                              f"'mean_regr', got {model['likelihood']!r}")
+        if model["sigma"] is not None and not math.isclose(model["sigma"], sigma, rel_tol=1e-9):
+            raise ConfigError(f"{where}.sampler.{key}: gives sigma {sigma:g} but model.sigma is {model['sigma']:g}; "
+                              "set one of them")
+        model["sigma"] = sigma
+    elif kind == "laplace" and (model["likelihood"] != "mean_regr" or model["sigma"] is None):
+        raise ConfigError(f"{where}.sampler.laplace.aleatoric_var: null needs model.likelihood 'mean_regr' with "
+                          "a fixed model.sigma (last-layer Laplace fixes the noise)")
 
 
 # Why a flat (improper) prior on every bias gives an improper posterior, by hidden-layer activation.
@@ -414,11 +507,13 @@ def resolve_runs(config: dict) -> dict[str, dict]:
         if name in overrides:
             raise ConfigError(f"runs.{name}: a sweep already defines a run of this name")
         overrides[name] = run
+    own_dataset_tables(config)  # own data sets are checked before any job (file, columns, hash)
     tasks = _dataset_tasks(config)
     resolved = {}
     for name, override in overrides.items():
         run = deep_merge(deep_merge(config["defaults"], override), {"name": name})
         validate_with_defaults(run, run_schema, f"runs.{name}")
+        _apply_baseline_noise(run)
         _check_run(run, tasks)
         resolved[name] = canonical(run)
     return resolved
@@ -434,6 +529,7 @@ SAMPLER_BLOCKS = {
     "de": ("warmstart",),
     "mfvi": ("mfvi",),
     "mams": ("warmstart", "mams"),
+    "laplace": ("laplace",),
 }
 
 
@@ -491,56 +587,28 @@ def block_ids(run: dict) -> list[str]:
     return [f"{b:04d}" for b in range(n_blocks(run))]
 
 
-def per_layer_values(value, n_layers: int, what: str) -> tuple[float, ...]:
-    """A positive scalar or one positive value per layer (e.g. prior.scale) -> one float per layer."""
-    values = list(value) if isinstance(value, Sequence) and not isinstance(value, str) else [value] * n_layers
-    if len(values) != n_layers:
-        raise ValueError(f"prior {what} needs a scalar or {n_layers} values (one per layer), got {value!r}")
-    for v in values:
-        if isinstance(v, bool) or not isinstance(v, Real) or not (v > 0 and math.isfinite(v)):
-            raise ValueError(f"prior {what} values must be positive finite numbers, got {value!r}")
-    return tuple(float(v) for v in values)
+# File-name prefix of the prepared data per `data.split` (workflow/rules/data.smk, wildcard `order`).
+SPLIT_PREFIX = {"shuffle": "seed", "authors": "authors"}
 
 
 def prepared_data_path(run: dict) -> str:
     data = run["data"]
-    return f"results/data/prepared/{run['dataset']}/seed-{data['seed']}_std-{data['standardise']}.nc"
+    prefix = SPLIT_PREFIX[data.get("split", "shuffle")]
+    return f"results/data/prepared/{run['dataset']}/{prefix}-{data['seed']}_std-{data['standardise']}.nc"
 
 
-def n_parameters(run: dict, in_dim: int, out_dim: int) -> int:
-    widths = [in_dim, *run["model"]["hidden"], out_dim]
-    bias = run["model"]["bias"]
-    return sum(a * b + (b if bias else 0) for a, b in itertools.pairwise(widths))
+def n_parameters(run: Mapping, in_dim: int, out_dim: int) -> int:
+    """Weights and biases of the run's net between `in_dim` inputs and `out_dim` outputs (no log_sigma)."""
+    units = [in_dim, *run["model"]["hidden"], out_dim]
+    return count_params(leaf_shapes(units, bias=run["model"]["bias"]))
 
 
-def sample_resources(run: dict, in_dim: int = 16, n_train: int = 20000) -> dict[str, int]:
-    """A generous estimate of one sampling job's memory (MB) and runtime (minutes) for schedulers.
+def sample_resources(run: Mapping, teachers: Mapping | None = None, platform: str = "cpu") -> dict[str, int]:
+    """One sampling job's `mem_mb` and `runtime` for schedulers, from the run's data sizes and every
+    array the job holds: `interplay.resources.sample_resources` (JAX-free; DESIGN.md, "Memory of a block")."""
+    from interplay.resources import sample_resources as estimate
 
-    Cost is dominated by full-batch gradients: about 6 FLOPs per parameter and training point; we assume a
-    pessimistic 2 GFLOP/s per chain block on a CPU, so GPU jobs finish far inside the limit. Memory holds the
-    block's thinned draws twice (sampling + writing) plus a fixed 2 GB for JAX and the data.
-    """
-    sampler = run["sampler"]
-    chains = min(sampler["block_size"], sampler["chains"])
-    params = n_parameters(run, in_dim, 2)
-    if sampler["kind"] == "mile":
-        gradients = sampler["mclmc"]["warmup_steps"] + sampler["mclmc"]["steps"]
-        draws = sampler["mclmc"]["steps"] // sampler["mclmc"]["thin"]
-    elif sampler["kind"] == "mams":  # transitions of up to max_integration_steps, 2 gradients each
-        mams = sampler["mams"]
-        gradients = 2 * min(64, mams["max_integration_steps"]) * (mams["warmup_steps"] + mams["steps"])
-        draws = mams["steps"] // mams["thin"]
-    elif sampler["kind"] == "nuts":
-        gradients = 64 * (sampler["nuts"]["warmup"] + sampler["nuts"]["draws"])
-        draws = sampler["nuts"]["draws"]
-    else:
-        gradients = sampler["mfvi"]["steps"]
-        draws = sampler["mfvi"]["draws"]
-    gradients += sampler["warmstart"]["max_epochs"] * max(1, n_train // sampler["warmstart"]["batch_size"])
-    flops = 6.0 * params * n_train * gradients * chains
-    runtime = int(min(7 * 24 * 60, max(15, 2 * flops / 2e9 / 60)))
-    mem_mb = int(2048 + 2 * chains * draws * params * 4 / 2**20)
-    return {"mem_mb": mem_mb, "runtime": runtime}
+    return estimate(run, teachers, platform)
 
 
 def sweep_members(config: dict) -> dict[str, list[str]]:
@@ -555,6 +623,6 @@ def applicable_analyses(run: dict) -> list[str]:
         analyses.append("balancedness")
         # The Dirichlet law concerns identity nets and ReLU units (positively homogeneous), not tanh,
         # and needs at least two units to share the function's weight.
-        if run["model"]["activation"] in ("relu", "identity") and max(run["model"]["hidden"]) >= 2:
+        if run["model"]["activation"] in HOMOGENEOUS_ACTIVATIONS and max(run["model"]["hidden"]) >= 2:
             analyses.append("reallocation")
     return analyses

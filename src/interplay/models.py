@@ -16,28 +16,36 @@ Likelihoods (``ModelSpec.likelihood``):
 
 Priors (``PriorSpec``): weights of layer ``l`` are N(0, tau_l^2), biases N(0, bias_tau_l^2) or
 flat (improper, contributes 0 to the log density), ``log_sigma`` N(0, log_sigma_scale^2).
+
+``ModelSpec``, ``PriorSpec`` and the leaf shapes are defined in `interplay.specs` (no JAX there, for the
+config, the posterior files and the analyses) and re-exported here.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from numbers import Integral, Real
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.stats import norm
 
-from interplay.config import per_layer_values
+from interplay.specs import ModelSpec, PriorSpec, n_params, param_dims, param_shapes
 
-ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
+# The network's API in one place (these are defined in interplay.specs, without JAX).
+__all__ = [
+    "JAX_ACTIVATIONS", "ModelSpec", "Params", "PriorSpec", "flops_per_gradient", "forward", "gaussian_log_density",
+    "init_params", "log_prior", "make_logdensity", "n_params", "param_dims", "param_shapes",
+    "pointwise_log_likelihood", "predictive_cdf", "predictive_mean", "sample_prior",
+]
+
+# The activations of interplay.specs.ACTIVATIONS as JAX functions (jax.nn.relu: gradient 0 at 0).
+JAX_ACTIVATIONS: dict[str, Callable[[jnp.ndarray], jnp.ndarray]] = {
     "relu": jax.nn.relu,
     "tanh": jnp.tanh,
     "identity": lambda z: z,
 }
-LIKELIHOODS = ("regr", "mean_regr", "class")
 SIGMA_MIN = 1e-6
 SIGMA_MAX = 1e6
 _LOG_SIGMA_MIN = math.log(SIGMA_MIN)
@@ -47,168 +55,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 Params = dict[str, jnp.ndarray]
 
 
-# ----------------------------------------------------------------------------- specs
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Architecture and likelihood of a fully connected network (hashable: usable as a jit static)."""
-
-    in_dim: int
-    hidden: tuple[int, ...]
-    out_dim: int
-    activation: str
-    bias: bool
-    likelihood: str
-    sigma: float | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.in_dim, bool) or not isinstance(self.in_dim, Integral) or self.in_dim < 1:
-            raise ValueError(f"model in_dim must be a positive integer, got {self.in_dim!r}")
-        if not all(isinstance(w, Integral) and not isinstance(w, bool) and w >= 1 for w in self.hidden):
-            raise ValueError(f"model hidden widths must be positive integers, got {self.hidden!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"model activation must be one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
-        if self.likelihood not in LIKELIHOODS:
-            raise ValueError(f"model likelihood must be one of {LIKELIHOODS}, got {self.likelihood!r}")
-        expected_out = {"regr": 2, "mean_regr": 1}.get(self.likelihood)
-        if expected_out is not None and self.out_dim != expected_out:
-            raise ValueError(f"likelihood {self.likelihood!r} needs out_dim {expected_out}, got {self.out_dim}")
-        if self.likelihood == "class" and self.out_dim < 2:
-            raise ValueError(f"likelihood 'class' needs at least 2 classes (out_dim), got {self.out_dim}")
-        if self.sigma is not None:
-            if self.likelihood != "mean_regr":
-                raise ValueError(f"model sigma (a fixed noise scale) is only valid for mean_regr, "
-                                 f"not {self.likelihood!r}")
-            if not (isinstance(self.sigma, Real) and self.sigma > 0 and math.isfinite(self.sigma)):
-                raise ValueError(f"model sigma must be a positive finite number, got {self.sigma!r}")
-
-    @classmethod
-    def from_run(cls, run: Mapping, in_dim: int, n_classes: int | None = None) -> ModelSpec:
-        """Build from a resolved run dict (``run["model"]``); ``n_classes`` is required for ``class``."""
-        try:
-            model = run["model"]
-            hidden = tuple(int(w) for w in model["hidden"])
-            activation = model["activation"]
-            likelihood = model["likelihood"]
-        except KeyError as err:
-            raise KeyError(f"resolved run lacks model setting {err}") from None
-        if likelihood == "class":
-            if n_classes is None:
-                raise ValueError("likelihood 'class' needs n_classes")
-            out_dim = int(n_classes)
-        else:
-            out_dim = {"regr": 2, "mean_regr": 1}.get(likelihood, 1)
-        sigma = model.get("sigma")
-        return cls(
-            in_dim=int(in_dim),
-            hidden=hidden,
-            out_dim=out_dim,
-            activation=activation,
-            bias=bool(model.get("bias", True)),
-            likelihood=likelihood,
-            sigma=None if sigma is None else float(sigma),
-        )
-
-    @property
-    def n_layers(self) -> int:
-        """Number of weight layers (hidden layers + output layer)."""
-        return len(self.hidden) + 1
-
-    @property
-    def units(self) -> tuple[int, ...]:
-        """Widths ``units_0`` (inputs) ... ``units_{n_layers}`` (outputs)."""
-        return (self.in_dim, *self.hidden, self.out_dim)
-
-    @property
-    def layer_shapes(self) -> tuple[tuple[int, int], ...]:
-        """(fan_in, fan_out) of each layer's kernel."""
-        units = self.units
-        return tuple((units[layer], units[layer + 1]) for layer in range(self.n_layers))
-
-    @property
-    def samples_log_sigma(self) -> bool:
-        """Whether the parameters include a sampled scalar ``log_sigma``."""
-        return self.likelihood == "mean_regr" and self.sigma is None
-
-
-@dataclass(frozen=True)
-class PriorSpec:
-    """Prior scale of each leaf: ``(name, scale)`` pairs; scale None = flat (improper) prior."""
-
-    leaf_scales: tuple[tuple[str, float | None], ...]
-
-    @property
-    def scales(self) -> dict[str, float | None]:
-        return dict(self.leaf_scales)
-
-    def scale(self, name: str) -> float | None:
-        try:
-            return self.scales[name]
-        except KeyError:
-            raise KeyError(f"prior has no leaf {name!r}; leaves: {list(self.scales)}") from None
-
-    @classmethod
-    def from_run(cls, run: Mapping, model: ModelSpec) -> PriorSpec:
-        """Build from ``run["prior"]``: scale (tau), bias_scale, bias (gaussian|flat), log_sigma_scale."""
-        prior = run.get("prior")
-        if prior is None or "scale" not in prior:
-            raise KeyError("resolved run lacks prior setting 'scale'")
-        return cls.build(
-            model,
-            scale=prior["scale"],
-            bias_scale=prior.get("bias_scale"),
-            bias=prior.get("bias", "gaussian"),
-            log_sigma_scale=prior.get("log_sigma_scale", 1.0),
-        )
-
-    @classmethod
-    def build(cls, model: ModelSpec, scale, bias_scale=None, bias: str = "gaussian",
-              log_sigma_scale: float = 1.0) -> PriorSpec:
-        """Per-leaf scales from tau (scalar or per layer) and the bias settings."""
-        taus = per_layer_values(scale, model.n_layers, "scale")
-        if bias not in ("gaussian", "flat"):
-            raise ValueError(f"prior bias must be 'gaussian' or 'flat', got {bias!r}")
-        bias_taus = taus if bias_scale is None else per_layer_values(bias_scale, model.n_layers, "bias_scale")
-        leaves: list[tuple[str, float | None]] = []
-        for layer in range(model.n_layers):
-            leaves.append((f"kernel_{layer}", taus[layer]))
-            if model.bias:
-                leaves.append((f"bias_{layer}", None if bias == "flat" else bias_taus[layer]))
-        if model.samples_log_sigma:
-            leaves.append(("log_sigma", per_layer_values(log_sigma_scale, 1, "log_sigma_scale")[0]))
-        return cls(tuple(leaves))
-
-
-# ----------------------------------------------------------------------------- shapes
-
-
-def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Shape of each parameter leaf (one parameter set, no chain/draw axes)."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for layer, (fan_in, fan_out) in enumerate(model.layer_shapes):
-        shapes[f"kernel_{layer}"] = (fan_in, fan_out)
-        if model.bias:
-            shapes[f"bias_{layer}"] = (fan_out,)
-    if model.samples_log_sigma:
-        shapes["log_sigma"] = ()
-    return shapes
-
-
-def param_dims(model: ModelSpec) -> dict[str, tuple[str, ...]]:
-    """Dimension names of each leaf (DESIGN.md: ``units_l`` shared between adjacent layers)."""
-    dims: dict[str, tuple[str, ...]] = {}
-    for layer in range(model.n_layers):
-        dims[f"kernel_{layer}"] = (f"units_{layer}", f"units_{layer + 1}")
-        if model.bias:
-            dims[f"bias_{layer}"] = (f"units_{layer + 1}",)
-    if model.samples_log_sigma:
-        dims["log_sigma"] = ()
-    return dims
-
-
-def n_params(model: ModelSpec) -> int:
-    return sum(math.prod(shape) for shape in param_shapes(model).values())
+# ----------------------------------------------------------------------------- cost
 
 
 def flops_per_gradient(model: ModelSpec, n_points: int) -> int:
@@ -286,7 +133,7 @@ def _output_rows(model: ModelSpec, params, x) -> list[jnp.ndarray]:
     own matrix-vector product, so the likelihood's gradient needs no pad-and-add of rows (which XLA
     fused into a slow scalar loop).
     """
-    activation = ACTIVATIONS[model.activation]
+    activation = JAX_ACTIVATIONS[model.activation]
     hidden = jnp.asarray(x).T
     last = model.n_layers - 1
     for layer in range(last):

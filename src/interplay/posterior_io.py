@@ -1,5 +1,5 @@
 """Posterior files: block writing (atomic) and streaming merge along `chain` (streaming reads for
-analyses: `interplay.analysis.streaming.iter_chain_blocks`).
+analyses: `interplay.analysis.posterior_files.iter_chain_blocks`).
 
 Layout (docs/DESIGN.md): a NetCDF4 file with groups ``posterior`` (float32 draws, dims
 ``chain``, ``draw``, unit dims), ``sample_stats`` (per chain) and ``predictive`` (float64, over
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,10 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import xarray as xr
+
+from interplay.data.atomic import atomic_path
+from interplay.specs import PriorSpec, leaf_layer, param_dims
+from interplay.workflow_logging import log_line
 
 GROUPS = ("posterior", "sample_stats", "predictive")
 # DESIGN.md's per-chain statistics every block carries (samplers may add more, e.g. NUTS's).
@@ -117,38 +120,15 @@ def _attr_value(value):
     return value
 
 
-def _temp_path(out_path: Path) -> Path:
-    """A fresh temp name beside `out_path`; stale temp files of killed writers of it are removed first
-    (`interplay.data.atomic`: pid not alive on this host, or older than its bound)."""
-    from interplay.data.atomic import temp_path
-
-    return temp_path(out_path)
-
-
-def _atomic_write(out_path, write_fn) -> None:
-    """Run `write_fn(temp_path)`, then rename the result onto `out_path`; on failure remove the temp file."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    temp = _temp_path(out_path)
-    try:
-        write_fn(temp)
-        os.replace(temp, out_path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
 # ----------------------------------------------------------------------------- blocks
 
 
 def _prior_attrs(model, run) -> dict[str, dict]:
     """Per-leaf `prior_scale` (absent for a flat prior) and `layer` (-1 for log_sigma) attrs."""
-    from interplay.models import PriorSpec  # imported late: keeps merge/read free of JAX
-
     scales = PriorSpec.from_run(run, model).scales
     attrs = {}
     for name, scale in scales.items():
-        leaf_attrs = {"layer": int(name.rsplit("_", 1)[1]) if name.startswith(("kernel_", "bias_")) else -1}
+        leaf_attrs = {"layer": leaf_layer(name)}
         if scale is not None:
             leaf_attrs["prior_scale"] = float(scale)
         attrs[name] = leaf_attrs
@@ -168,8 +148,6 @@ def write_block(out_path, draws: Mapping, stats: Mapping, predictive: Mapping, *
     the dims in PREDICTIVE_DIMS (``pred_mean`` gains a ``class`` dim for classification). `chains` are
     the global chain indices; `attrs` extra root attributes (versions, git commit, device, ...).
     """
-    from interplay.models import param_dims
-
     chain_ids = np.asarray(list(chains), dtype=np.int64)
     n_chain = len(chain_ids)
     if n_chain == 0:
@@ -222,13 +200,10 @@ def write_block(out_path, draws: Mapping, stats: Mapping, predictive: Mapping, *
     }
     layout = Layout(dim_sizes, variables, root_attrs, chain_chunk=n_chain)
 
-    def write(temp: Path) -> None:
-        with _create_file(temp, layout, chain_ids) as nc:
-            for group_name in GROUPS:
-                for name, array in arrays[group_name].items():
-                    nc[group_name][name][...] = array
-
-    _atomic_write(out_path, write)
+    with atomic_path(out_path) as temp, _create_file(temp, layout, chain_ids) as nc:
+        for group_name in GROUPS:
+            for name, array in arrays[group_name].items():
+                nc[group_name][name][...] = array
 
 
 # ----------------------------------------------------------------------------- merge
@@ -261,16 +236,6 @@ def _same_layout(a: Layout, b: Layout) -> str | None:
     if a.root_attrs.get("run") != b.root_attrs.get("run"):
         return f"runs differ ({a.root_attrs.get('run')!r} vs {b.root_attrs.get('run')!r})"
     return None
-
-
-def _log(log, message: str) -> None:
-    if log is None:
-        logger.info(message)
-    elif isinstance(log, logging.Logger):
-        log.info(message)
-    else:
-        with open(log, "a") as fh:
-            fh.write(message + "\n")
 
 
 UNKNOWN_CAUSE = "cause not recorded"
@@ -383,15 +348,16 @@ def merge_blocks(block_paths: Sequence, out_path, *, drop_diverged: bool = True,
                             axis = spec.dims.index("chain")
                             _copy_chains(source, out[group_name][name], keep, offset, axis)
                 offset += int(keep.sum())
-                _log(log, f"merged {path.name}: kept {int(keep.sum())} of {keep.size} chains")
+                log_line(log, f"merged {path.name}: kept {int(keep.sum())} of {keep.size} chains", default=logger)
 
-    _atomic_write(out_path, write)
+    with atomic_path(out_path) as temp:
+        write(temp)
     summary = {
         "run": run, "blocks": len(block_paths), "chains": int(all_ids.size), "kept": int(kept_ids.size),
         "n_diverged_dropped": int(dropped_ids.size), "dropped_chains": dropped_ids.tolist(),
     }
-    _log(log, f"merged {len(block_paths)} blocks of run {run!r} into {out_path}: {kept_ids.size} chains "
-              f"kept, {dropped_ids.size} diverged chains dropped {dropped_ids.tolist()[:20]}")
+    log_line(log, f"merged {len(block_paths)} blocks of run {run!r} into {out_path}: {kept_ids.size} chains "
+              f"kept, {dropped_ids.size} diverged chains dropped {dropped_ids.tolist()[:20]}", default=logger)
     return summary
 
 
@@ -434,10 +400,10 @@ def _copy_chains(source, target, keep: np.ndarray, offset: int, axis: int) -> No
 
 
 def read_root_attrs(path) -> dict:
-    """Root attributes of a posterior file, JSON-valued ones (config, versions, diverged_causes) decoded."""
+    """Root attributes of a posterior file, JSON-valued ones (config, versions, diverged_causes, data) decoded."""
     with netCDF4.Dataset(path) as nc:
         attrs = {k: nc.getncattr(k) for k in nc.ncattrs()}
-    for key in ("config", "versions", "diverged_causes"):
+    for key in ("config", "versions", "diverged_causes", "data"):
         if isinstance(attrs.get(key), str):
             try:
                 attrs[key] = json.loads(attrs[key])
@@ -466,3 +432,66 @@ def open_posterior(path) -> dict[str, xr.Dataset]:
         ds.attrs = {**root, **ds.attrs}
         datasets[group] = ds
     return datasets
+
+
+# ----------------------------------------------------------------------------- copies without draws
+
+
+def _copy_values(var, out, slab_bytes: int) -> None:
+    """Copy a variable in slabs along its first dim (pred_draws can be ~1 GB at 10,000 chains)."""
+    itemsize = getattr(var.dtype, "itemsize", 0)
+    if var.ndim == 0 or not itemsize or var.size * itemsize <= slab_bytes:
+        out[...] = var[...]
+        return
+    row_bytes = itemsize * (var.size // max(var.shape[0], 1))
+    step = max(1, slab_bytes // max(row_bytes, 1))
+    for start in range(0, var.shape[0], step):
+        out[start:start + step] = var[start:start + step]
+
+
+def _copy_group(src, dst, drop_here: tuple[str, ...], slab_bytes: int) -> None:
+    """Copy a group as stored (dims, dtypes, chunking, compression, attrs), leaving out ``drop_here``."""
+    dst.setncatts({name: src.getncattr(name) for name in src.ncattrs()})
+    for name, dim in src.dimensions.items():
+        dst.createDimension(name, None if dim.isunlimited() else len(dim))
+    for name, var in src.variables.items():
+        filters = var.filters() or {}
+        chunking = var.chunking()
+        attrs = {k: var.getncattr(k) for k in var.ncattrs()}
+        fill = attrs.pop("_FillValue", None)
+        out = dst.createVariable(
+            name,
+            var.datatype,
+            var.dimensions,
+            zlib=bool(filters.get("zlib")),
+            complevel=filters.get("complevel") or 4,
+            shuffle=bool(filters.get("shuffle")),
+            fletcher32=bool(filters.get("fletcher32")),
+            chunksizes=None if chunking in (None, "contiguous") else chunking,
+            fill_value=fill,
+        )
+        out.setncatts(attrs)
+        var.set_auto_maskandscale(False)
+        out.set_auto_maskandscale(False)
+        _copy_values(var, out, slab_bytes)
+    for name, group in src.groups.items():
+        if name not in drop_here:
+            _copy_group(group, dst.createGroup(name), (), slab_bytes)
+
+
+def strip_draws(
+    source: str | Path, target: str | Path, drop: tuple[str, ...] = ("posterior",), slab_bytes: int = 64 << 20
+) -> None:
+    """Copy a posterior NetCDF file leaving out the ``drop`` groups (the draws).
+
+    Everything else is copied as stored (dims, dtypes, chunking, compression, attrs: root attrs,
+    ``sample_stats``, ``predictive``), at most ``slab_bytes`` in memory at a time; the root gets
+    ``draws_omitted = 1`` so later code can tell. A ``drop`` group the file lacks is a ValueError.
+    """
+    with netCDF4.Dataset(source, "r") as src:
+        missing = [name for name in drop if name not in src.groups]
+        if missing:
+            raise ValueError(f"{source} has no group(s) {missing} to leave out")
+        with netCDF4.Dataset(target, "w", format=src.data_model) as dst:
+            _copy_group(src, dst, drop, slab_bytes)
+            dst.setncattr("draws_omitted", 1)

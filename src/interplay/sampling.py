@@ -9,6 +9,8 @@ the block it ran in. Sampler kinds:
 - ``nuts``: NUTS (window adaptation) from the warm-start members.
 - ``de``: the warm-start members alone, one draw per chain.
 - ``mfvi``: mean-field VI (NumPyro AutoNormal), draws from each chain's fitted guide.
+- ``laplace``: MAP training, then a last-layer Laplace approximation per chain; draws from its Gaussian and
+  its closed-form (linearised) predictive in ``predictive`` (`interplay.samplers.laplace`).
 
 Predictive quantities over the test split (DESIGN.md group ``predictive``) are computed per
 chain with a scan over draws, in chain chunks, so memory stays bounded for large blocks.
@@ -30,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import interplay.samplers  # noqa: F401  (chooses the samplers' threefry lowering before anything compiles)
 from interplay.config import n_blocks
 from interplay.models import (
     ModelSpec,
@@ -40,8 +43,9 @@ from interplay.models import (
     predictive_mean,
 )
 from interplay.posterior_io import REQUIRED_STATS, write_block
+from interplay.workflow_logging import log_line
 
-SAMPLER_KINDS = ("mile", "mams", "nuts", "de", "mfvi")
+SAMPLER_KINDS = ("mile", "mams", "nuts", "de", "mfvi", "laplace")
 # The sampler block of `sampler` that each MCMC kind reads.
 MCMC_SETTINGS = {"mile": "mclmc", "mams": "mams", "nuts": "nuts"}
 # Sub-keys of each chain key: one independent stream per stage of the job.
@@ -89,14 +93,7 @@ class ProgressLog:
         self.phase_start = self.phase_first_step = self.last_report = 0.0
 
     def info(self, message: str) -> None:
-        message = f"{self.prefix}{message}"
-        if self.log is None:
-            logger.info(message)
-        elif isinstance(self.log, logging.Logger):
-            self.log.info(message)
-        else:
-            with open(self.log, "a") as fh:
-                fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        log_line(self.log, f"{self.prefix}{message}", default=logger)
 
     def __call__(self, phase: str, step, total) -> None:
         step, total = int(np.asarray(step).ravel()[0]), int(total)
@@ -117,26 +114,28 @@ class ProgressLog:
 # ----------------------------------------------------------------------------- predictive
 
 
-def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_diag: int,
-                          max_elements: int = PREDICTIVE_MAX_ELEMENTS) -> dict[str, np.ndarray]:
-    """DESIGN.md's predictive group from draws {leaf: (chain, draw, ...)} over (x_test, y_test).
+def predictive_chunk_size(n_chain: int, n_test: int, width: int,
+                          max_elements: int = PREDICTIVE_MAX_ELEMENTS) -> int:
+    """Chains per predictive chunk: at most `max_elements` (chain x test point x unit) activations."""
+    return int(max(1, min(n_chain, max_elements // max(1, n_test * width))))
+
+
+def predictive_program(model: ModelSpec, x_test, y_test, n_diag: int) -> Callable:
+    """The compiled program of one predictive chunk: draws {leaf: (chunk, draw, ...)} -> the per-chain
+    (log_pred_density, pred_mean, pit, pred_draws) of `predictive_quantities` (pit is 0 for `class`).
 
     Per chain, a scan over draws accumulates logsumexp of the pointwise log likelihood, the mean
-    prediction and (regression) the mean predictive CDF; chains go in chunks of equal size so the
-    memory is bounded by ``max_elements`` activations. ``pred_draws`` holds per-draw predicted means
-    at the first `n_diag` test points (classification: the probability of the observed class).
+    prediction and (regression) the mean predictive CDF.
     """
     x_test = jnp.asarray(x_test, jnp.float32)
     y_test = jnp.asarray(y_test)
     n_test = x_test.shape[0]
-    if n_test == 0:
-        raise ValueError("the test split is empty: no predictive quantities")
     n_diag = min(int(n_diag), n_test)
     classification = model.likelihood == "class"
-    leaves = {name: jnp.asarray(value) for name, value in draws.items()}
-    n_chain, n_draw = next(iter(leaves.values())).shape[:2]
 
     def per_chain(params_by_draw):
+        n_draw = jax.tree.leaves(params_by_draw)[0].shape[0]
+
         def step(carry, params):
             log_density_sum, mean_sum, cdf_sum = carry
             log_lik = pointwise_log_likelihood(model, params, x_test, y_test)
@@ -155,9 +154,25 @@ def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_di
         (log_density_sum, mean_sum, cdf_sum), diag = jax.lax.scan(step, init, params_by_draw)
         return log_density_sum - jnp.log(n_draw), mean_sum / n_draw, cdf_sum / n_draw, diag
 
-    width = max(model.units)
-    chunk = int(max(1, min(n_chain, max_elements // max(1, n_test * width))))
-    compute = jax.jit(jax.vmap(per_chain))
+    return jax.jit(jax.vmap(per_chain))
+
+
+def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_diag: int,
+                          max_elements: int = PREDICTIVE_MAX_ELEMENTS) -> dict[str, np.ndarray]:
+    """DESIGN.md's predictive group from draws {leaf: (chain, draw, ...)} over (x_test, y_test).
+
+    Chains go through `predictive_program` in chunks of equal size (`predictive_chunk_size`), so the
+    memory is bounded by ``max_elements`` activations. ``pred_draws`` holds per-draw predicted means
+    at the first `n_diag` test points (classification: the probability of the observed class).
+    """
+    y_test = jnp.asarray(y_test)
+    n_test = np.shape(x_test)[0]
+    if n_test == 0:
+        raise ValueError("the test split is empty: no predictive quantities")
+    leaves = {name: jnp.asarray(value) for name, value in draws.items()}
+    n_chain = next(iter(leaves.values())).shape[0]
+    chunk = predictive_chunk_size(n_chain, n_test, max(model.units), max_elements)
+    compute = predictive_program(model, x_test, y_test, n_diag)
     outputs = []
     for start in range(0, n_chain, chunk):
         piece = {k: v[start:start + chunk] for k, v in leaves.items()}
@@ -169,7 +184,7 @@ def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_di
     log_pred_density, pred_mean, pit, pred_draws = (np.concatenate(parts) for parts in zip(*outputs))
     result = {"log_pred_density": log_pred_density, "pred_mean": pred_mean,
               "pred_draws": pred_draws, "y_test": np.asarray(y_test)}
-    if not classification:
+    if model.likelihood != "class":
         result["pit"] = pit
     return result
 
@@ -189,7 +204,7 @@ def versions() -> dict[str, str]:
 
 def git_commit() -> str:
     """The source checkout's commit, or "unknown" outside git."""
-    from interplay.bundle import git_info
+    from interplay.provenance import git_info
 
     return git_info(Path(__file__).resolve().parent, with_diff=False)["commit"] or "unknown"
 
@@ -247,8 +262,14 @@ def diverged_causes_of(chains, causes: Mapping[str, np.ndarray]) -> dict[str, st
     return found
 
 
-def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> None:
+def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
+                 step_progress: bool = True) -> None:
     """Sample the chains of `block` of `run` on the prepared data at `data_path`; write `out_path`.
+
+    ``step_progress`` logs progress (step, rate, ETA) from inside the warm-start and sampler programs, by
+    a host callback; JAX never writes such programs to its persistent compilation cache, so the pipeline's
+    default (config ``sample_progress: phases``) passes False and logs a line per finished stage instead.
+    The arrays do not depend on it.
 
     Diverged chains (non-finite warm-start loss, energies, ELBO or positions) are written with their
     ``diverged`` flag and their causes (root attr ``diverged_causes``), even when all chains of the block
@@ -262,6 +283,7 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     if kind not in SAMPLER_KINDS:
         raise ValueError(f"run {name!r}: sampler.kind must be one of {SAMPLER_KINDS}, got {kind!r}")
     progress = ProgressLog(log, prefix=f"[{name} block {block}] ")
+    in_program = progress if step_progress else None  # progress callbacks traced into compiled programs
     warn_if_gpu_unused(log)
     progress.info(f"{kind}: chains {chains.start}..{chains.stop - 1} on {device_description()}")
 
@@ -284,7 +306,7 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         start = time.perf_counter()
         members, val_loss, epochs = train_ensemble_with_info(
             model, prior, x_train, y_train, np.asarray(x_valid), np.asarray(y_valid, y_dtype),
-            _stream(keys, WARMSTART_STREAM), sampler["warmstart"], progress=progress)
+            _stream(keys, WARMSTART_STREAM), sampler["warmstart"], progress=in_program)
         val_loss = np.asarray(jax.block_until_ready(val_loss), np.float64)
         stats["warmstart_seconds"] = np.full(n_chain, time.perf_counter() - start)
         stats["warmstart_epochs"] = np.asarray(epochs, np.int64)
@@ -305,8 +327,11 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         logdensity = make_logdensity(model, prior, x_train, y_train)
         run_fn = _sampler_fn(kind)
         cfg = sampler[MCMC_SETTINGS[kind]]
-        draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=progress)
+        draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=in_program)
         sampler_stats = dict(sampler_stats)
+        if not step_progress:
+            progress.info(f"{kind} done: warmup {np.max(sampler_stats['warmup_seconds']):.1f} s, "
+                          f"sampling {np.max(sampler_stats['sampling_seconds']):.1f} s")
         sampler_flag = np.asarray(sampler_stats.pop("diverged"), bool)
         # Both samplers flag non-finite states; for NUTS the non-finite draws are caught below, and its
         # ordinary divergent transitions stay in `n_divergent` without dropping the chain.
@@ -320,6 +345,13 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
         draws = jax.tree.map(lambda leaf: leaf[:, None], members)
         stats.update(step_size=nan, L=nan, energy_variance=nan, warmup_seconds=np.zeros(n_chain),
                      sampling_seconds=np.zeros(n_chain), n_grad_evals=np.zeros(n_chain, np.int64))
+    elif kind == "laplace":
+        from interplay.samplers.laplace import run_laplace
+
+        draws, laplace_stats, laplace_fits = run_laplace(model, prior, x_train, y_train, sampler_keys,
+                                                         sampler["laplace"], progress=progress)
+        causes["non-finite MAP loss or Laplace covariance"] = laplace_stats.pop("diverged")
+        stats.update(step_size=nan, L=nan, energy_variance=nan, **laplace_stats)
     else:
         from interplay.samplers.mfvi import run_mfvi
 
@@ -344,6 +376,10 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     start = time.perf_counter()
     n_diag = int(run.get("diagnostics", {}).get("pred_draw_points", 16))
     predictive = predictive_quantities(model, draws, np.asarray(x_test), np.asarray(y_test, y_dtype), n_diag)
+    if kind == "laplace":  # the closed-form predictive replaces the Monte Carlo one (pred_draws stay)
+        from interplay.samplers.laplace import laplace_predictive
+
+        predictive.update(laplace_predictive(model, laplace_fits, np.asarray(x_test), np.asarray(y_test)))
     stats["predictive_seconds"] = np.full(n_chain, time.perf_counter() - start)
     draws = {leaf: np.asarray(value) for leaf, value in draws.items()}
     for stat in REQUIRED_STATS:
@@ -351,7 +387,10 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None) -> 
     stats = {k: np.asarray(v) for k, v in stats.items()}
     stats["n_grad_evals"] = stats["n_grad_evals"].astype(np.int64)
 
+    from interplay.data.prepare import prepared_provenance
+
     attrs = {"block": int(block), "diverged_causes": diverged_causes, "versions": versions(),
+             "data": prepared_provenance(data_path),
              "git_commit": git_commit(), "device": device_description(), "sampler_kind": kind,
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     write_block(out_path, draws, stats, predictive, model=model, run=run, chains=chains, attrs=attrs)

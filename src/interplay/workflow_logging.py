@@ -1,10 +1,13 @@
-"""Logging for the pipeline's job scripts: library log records and warnings go to the rule's log file."""
+"""Logging for the pipeline's job scripts: library log records and warnings go to the rule's log file;
+library functions that take a `log` argument (a logger or a file path) write to it with `log_line`."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
+import time
 from collections.abc import Iterator
 
 
@@ -31,3 +34,14 @@ def log_to(path: str | None, level: int = logging.INFO) -> Iterator[logging.Logg
         for handler in handlers:
             logger.removeHandler(handler)
             handler.close()
+
+
+def log_line(log: logging.Logger | str | os.PathLike | None, message: str, *,
+             default: logging.Logger | None = None, level: int = logging.INFO) -> None:
+    """Log one `message` to `log`: a logger, a file path (a timestamped line appended), or None (the
+    `default` logger, else the `interplay` logger)."""
+    if log is None or isinstance(log, logging.Logger):
+        (log or default or logging.getLogger("interplay")).log(level, message)
+    else:
+        with open(log, "a") as fh:
+            fh.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")

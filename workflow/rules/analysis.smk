@@ -1,106 +1,21 @@
-# Analysis stage: one rule per question, each a table under results/analysis/{run}/ read by figures and
-# bundles. Every analysis streams over the merged posterior in blocks of chains (bounded memory).
+# Analysis stage: one table per question under results/analysis/{run}/{analysis}.csv, read by figures and
+# bundles; one rule for all of them (interplay.analysis.ANALYSES names each analysis and its entry point).
+# Every analysis streams over the merged posterior in blocks of chains (bounded memory).
 # The analysis library is an input, so editing it reruns analyses (and figures), never sampling.
 
 
-rule balancedness:
+rule analyse:
     input:
-        posterior="results/posteriors/{run}.nc",
-        code=ANALYSIS_CODE,
+        unpack(analysis_inputs),
     output:
-        "results/analysis/{run}/balancedness.csv",
+        "results/analysis/{run}/{analysis}.csv",
+    wildcard_constraints:
+        analysis="|".join(ANALYSES),
     params:
-        analysis="balancedness",
         run=run_settings,
-        options={"margin": config["analysis"]["balancedness"]["margin"]},
+        options=analysis_options,
     log:
-        "results/logs/analysis/{run}/balancedness.log",
-    conda:
-        CPU_ENV
-    script:
-        "../scripts/analyse.py"
-
-
-rule reallocation:
-    input:
-        posterior="results/posteriors/{run}.nc",
-        data=prepared_data,
-        code=ANALYSIS_CODE,
-    output:
-        "results/analysis/{run}/reallocation.csv",
-    params:
-        analysis="reallocation",
-        run=run_settings,
-    log:
-        "results/logs/analysis/{run}/reallocation.log",
-    conda:
-        CPU_ENV
-    script:
-        "../scripts/analyse.py"
-
-
-rule conformity:
-    input:
-        posterior="results/posteriors/{run}.nc",
-        code=ANALYSIS_CODE,
-    output:
-        "results/analysis/{run}/conformity.csv",
-    params:
-        analysis="conformity",
-        run=run_settings,
-    log:
-        "results/logs/analysis/{run}/conformity.log",
-    conda:
-        CPU_ENV
-    script:
-        "../scripts/analyse.py"
-
-
-rule predictive:
-    input:
-        posterior="results/posteriors/{run}.nc",
-        code=ANALYSIS_CODE,
-    output:
-        "results/analysis/{run}/predictive.csv",
-    params:
-        analysis="predictive",
-        run=run_settings,
-    log:
-        "results/logs/analysis/{run}/predictive.log",
-    conda:
-        CPU_ENV
-    script:
-        "../scripts/analyse.py"
-
-
-rule cumulative_lppd:
-    input:
-        posterior="results/posteriors/{run}.nc",
-        code=ANALYSIS_CODE,
-    output:
-        "results/analysis/{run}/cumulative_lppd.csv",
-    params:
-        analysis="cumulative_lppd",
-        run=run_settings,
-    log:
-        "results/logs/analysis/{run}/cumulative_lppd.log",
-    conda:
-        CPU_ENV
-    script:
-        "../scripts/analyse.py"
-
-
-rule diagnostics:
-    input:
-        posterior="results/posteriors/{run}.nc",
-        code=ANALYSIS_CODE,
-    output:
-        "results/analysis/{run}/diagnostics.csv",
-    params:
-        analysis="diagnostics",
-        run=run_settings,
-    log:
-        "results/logs/analysis/{run}/diagnostics.log",
+        "results/logs/analysis/{run}/{analysis}.log",
     conda:
         CPU_ENV
     script:

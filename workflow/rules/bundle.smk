@@ -11,13 +11,14 @@
 # The bundle holds exactly the study's runs (params.resolved) and their outputs at the rules' paths,
 # plus every input below, never other runs that share the results folders.
 from interplay import bundle as result_bundle
+from interplay.provenance import git_info
 
 try:
     BUNDLE_STUDY = result_bundle.study_name(config)
 except result_bundle.BundleError:
     BUNDLE_STUDY = "unnamed"  # a missing name must not stop every other rule from parsing
 BUNDLE_DATE = result_bundle.today()
-BUNDLE_SHORT_HASH = result_bundle.git_info(workflow.basedir, with_diff=False)["short"]
+BUNDLE_SHORT_HASH = git_info(workflow.basedir, with_diff=False)["short"]
 BUNDLE_NAME = result_bundle.bundle_name(BUNDLE_STUDY, BUNDLE_DATE, BUNDLE_SHORT_HASH)
 
 

@@ -5,12 +5,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from interplay import config as study_config  # noqa: E402
+from interplay.analysis import ANALYSES, NEEDS_PREPARED_DATA  # noqa: E402
 
 # Validates the whole config (schema defaults filled in) and expands sweeps, so a bad key or value
 # fails here, before any job runs, with a message naming it.
 RUNS = study_config.resolve_runs(config)
 SWEEPS = study_config.sweep_members(config)
 TEACHERS = config["teachers"]
+# Own data sets (config `datasets`: CSV / Parquet files), checked by resolve_runs above; their sizes feed
+# the sampling jobs' resource requests as a teacher's do.
+OWN_DATASETS = config["datasets"]
+DATA_SHAPES = {**TEACHERS, **study_config.own_data_shapes(config)}
 
 # Library code that analysis and figure jobs depend on: editing it reruns those jobs (by mtime), never
 # sampling. Sampling code is deliberately not an input: re-sampling is expensive, force it with -R sample.
@@ -28,19 +33,36 @@ wildcard_constraints:
     block=r"\d{4}",
     seed=r"\d+",
     standardise=r"full|train",
+    order=r"seed|authors",
     sweep=r"[A-Za-z0-9][A-Za-z0-9_.+-]*",
     analysis=r"[a-z_]+",
 
 
 def table_source(wildcards):
-    """Teacher-student tables are generated; every other table is converted from its download."""
+    """Teacher-student tables are generated, own data sets' read from their file; every other table is
+    converted from its download."""
     if wildcards.dataset in TEACHERS:
         return []
+    if wildcards.dataset in OWN_DATASETS:
+        return OWN_DATASETS[wildcards.dataset]["path"]
     return f"results/data/download/{wildcards.dataset}"
+
+
+def table_settings(wildcards):
+    """What the `table` job reads of the config: a teacher's or an own data set's settings (keys sorted:
+    reordering them must not remake the table, and so resample), None for a UCI data set."""
+    return study_config.canonical(TEACHERS.get(wildcards.dataset) or OWN_DATASETS.get(wildcards.dataset))
 
 
 def run_settings(wildcards):
     return RUNS[wildcards.run]
+
+
+def sample_request(wildcards):
+    """The job's estimate (interplay.config.sample_resources): the run's data sizes (teachers' from the
+    config), host memory as on a GPU node with sample_env cuda, else as on a CPU (everything in host memory)."""
+    platform = "gpu" if config["sample_env"] == "cuda" else "cpu"
+    return study_config.sample_resources(RUNS[wildcards.run], DATA_SHAPES, platform)
 
 
 def prepared_data(wildcards):
@@ -79,6 +101,19 @@ def bundle_inputs(wildcards):
     if rules.has("all_figures"):
         inputs += [str(f) for f in rules.all_figures.input]
     return inputs
+
+
+def analysis_inputs(wildcards):
+    """The run's merged posterior and the analysis code, plus the prepared data where the analysis reads it."""
+    inputs = {"posterior": f"results/posteriors/{wildcards.run}.nc", "code": ANALYSIS_CODE}
+    if wildcards.analysis in NEEDS_PREPARED_DATA:
+        inputs["data"] = prepared_data(wildcards)
+    return inputs
+
+
+def analysis_options(wildcards):
+    """The study's settings of this analysis (config `analysis.<name>`), keyword arguments of its entry point."""
+    return config["analysis"].get(wildcards.analysis, {})
 
 
 def sweep_analysis_tables(wildcards):

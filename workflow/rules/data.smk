@@ -23,8 +23,8 @@ rule table:
     output:
         "results/data/tables/{dataset}.data",
     params:
-        # keys sorted: reordering a teacher's settings must not remake its table (and so resample)
-        teacher=lambda w: study_config.canonical(TEACHERS.get(w.dataset)),
+        # a teacher's or own data set's settings (common.smk, table_settings); None for UCI data
+        settings=table_settings,
     log:
         "results/logs/table/{dataset}.log",
     conda:
@@ -37,9 +37,10 @@ rule prepare:
     input:
         "results/data/tables/{dataset}.data",
     output:
-        "results/data/prepared/{dataset}/seed-{seed}_std-{standardise}.nc",
+        # {order}: `seed` (data.split shuffle) or `authors` (the authors' permutation, seed = their rng)
+        "results/data/prepared/{dataset}/{order}-{seed}_std-{standardise}.nc",
     log:
-        "results/logs/prepare/{dataset}/seed-{seed}_std-{standardise}.log",
+        "results/logs/prepare/{dataset}/{order}-{seed}_std-{standardise}.log",
     conda:
         CPU_ENV
     script:

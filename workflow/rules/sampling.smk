@@ -16,8 +16,8 @@ rule sample:
     # gpu is requested per profile (slurm/, profiles/workstation/): the rule itself runs on CPU too.
     resources:
         # a retry (profile `retries`) after a timeout or out-of-memory kill gets more of both
-        mem_mb=lambda w, attempt: attempt * study_config.sample_resources(RUNS[w.run])["mem_mb"],
-        runtime=lambda w, attempt: attempt * study_config.sample_resources(RUNS[w.run])["runtime"],
+        mem_mb=lambda w, attempt: attempt * sample_request(w)["mem_mb"],
+        runtime=lambda w, attempt: attempt * sample_request(w)["runtime"],
     conda:
         SAMPLE_ENV
     script:

@@ -1,4 +1,5 @@
-"""Analysis rules: run one `interplay.analysis.ANALYSES` entry point on a run's merged posterior."""
+"""Rule `analyse`: run the `interplay.analysis.ANALYSES` entry point named by the {analysis} wildcard on a
+run's merged posterior."""
 import os
 
 # Only sampling jobs use a GPU: keep this job on the CPU so it never takes GPU memory.
@@ -8,5 +9,6 @@ from interplay.workflow_logging import log_to
 
 with log_to(snakemake.log[0]):
     options = {"data_path": snakemake.input.data} if hasattr(snakemake.input, "data") else {}
-    options.update(getattr(snakemake.params, "options", None) or {})  # analysis settings of the study config
-    ANALYSES[snakemake.params.analysis](snakemake.input.posterior, snakemake.output[0], snakemake.params.run, **options)
+    options.update(snakemake.params.options)  # the analysis's settings in the study config
+    ANALYSES[snakemake.wildcards.analysis](snakemake.input.posterior, snakemake.output[0], snakemake.params.run,
+                                           **options)

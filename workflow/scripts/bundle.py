@@ -6,11 +6,12 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from pathlib import Path
 
 from interplay import bundle as result_bundle
+from interplay.provenance import git_info
 from interplay.workflow_logging import log_to
 
 params = snakemake.params
 with log_to(snakemake.log[0]) as log:
-    git = result_bundle.git_info(params.root)
+    git = git_info(params.root)
     if git["short"] != params.short_hash:
         raise result_bundle.BundleError(
             f"HEAD moved from {params.short_hash} to {git['short']} after the workflow was parsed; "
@@ -30,5 +31,5 @@ with log_to(snakemake.log[0]) as log:
         git=git,
     )
     log.info("wrote %s (%d files, %d bytes)", created.path, created.n_files, created.total_bytes)
-    log.info("manifest sha256: %s", created.manifest_sha256)
+    log.info("manifest sha256: %s (of the bag's tagmanifest-sha256.txt)", created.manifest_sha256)
     log.info("archive sha256:  %s", created.archive_sha256)

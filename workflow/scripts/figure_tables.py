@@ -3,7 +3,7 @@ import os
 
 # Only sampling jobs use a GPU: keep this job on the CPU so it never takes GPU memory.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-from interplay.analysis.streaming import write_table
+from interplay.analysis.tables import write_table
 from interplay.figures.assemble import run_settings_table, verdict_table
 from interplay.workflow_logging import log_to
 

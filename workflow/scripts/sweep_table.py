@@ -4,7 +4,7 @@ import os
 # Only sampling jobs use a GPU: keep this job on the CPU so it never takes GPU memory.
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 from interplay.analysis import SWEEP_TABLES
-from interplay.analysis.streaming import write_table
+from interplay.analysis.tables import write_table
 from interplay.workflow_logging import log_to
 
 with log_to(snakemake.log[0]):

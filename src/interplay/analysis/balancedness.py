@@ -28,23 +28,19 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from interplay.analysis.streaming import (
+from interplay.analysis.monte_carlo import MIN_CHAINS_FOR_CHAIN_SE, GroupSums, McGroups, mc_groups, ratio_se
+from interplay.analysis.posterior_files import (
     DEFAULT_BLOCK_BYTES,
-    MIN_CHAINS_FOR_CHAIN_SE,
-    GroupSums,
     LayerSpec,
-    McGroups,
     iter_chain_blocks,
-    mc_groups,
     network_layout,
     posterior_counts,
-    ratio_se,
     read_run_config,
     run_name,
-    write_table,
 )
+from interplay.analysis.tables import write_table
+from interplay.specs import HOMOGENEOUS_ACTIVATIONS
 
-HOMOGENEOUS_ACTIVATIONS = ("relu", "identity", "linear")
 DEFAULT_LEVEL = 1e-3
 
 

@@ -29,19 +29,16 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from interplay.analysis.streaming import (
+from interplay.analysis.monte_carlo import MIN_CHAINS_FOR_CHAIN_SE, jackknife, mc_groups, ratio_se
+from interplay.analysis.posterior_files import (
     DEFAULT_BLOCK_BYTES,
-    MIN_CHAINS_FOR_CHAIN_SE,
     iter_chain_blocks,
-    jackknife,
-    mc_groups,
     network_layout,
     posterior_counts,
-    ratio_se,
     read_run_config,
     run_name,
-    write_table,
 )
+from interplay.analysis.tables import write_table
 
 POOLED_RANGE, POOLED_BINS = 8.0, 32_000
 PARAM_RANGE, PARAM_BINS = 6.0, 480

@@ -26,25 +26,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, sparse, special, stats
-from scipy.sparse import csgraph
+from scipy import optimize, special, stats
+from sklearn.cluster import AgglomerativeClustering
 
-from interplay.analysis.streaming import (
-    DEFAULT_BLOCK_BYTES,
+from interplay.analysis.monte_carlo import (
     MIN_CHAINS_FOR_CHAIN_SE,
     GroupSums,
     bernoulli_keep,
-    group_variables,
-    iter_chain_blocks,
     mc_groups,
     mean_covariance,
+)
+from interplay.analysis.posterior_files import (
+    DEFAULT_BLOCK_BYTES,
+    group_variables,
+    iter_chain_blocks,
     network_layout,
     posterior_counts,
     read_chain_subset,
     read_run_config,
     run_name,
-    write_table,
 )
+from interplay.analysis.tables import write_table
+from interplay.specs import ACTIVATIONS
 
 ALPHA_THEORY = 0.5
 TINY = 1e-300  # floor inside log(share): a share of exactly zero has probability zero under a Dirichlet
@@ -236,7 +239,7 @@ def goodness_of_fit(sample: np.ndarray, fits: pd.DataFrame) -> pd.DataFrame:
 
 def is_identity_net(layers, run: Mapping) -> bool:
     model = run.get("model", {})
-    return (model.get("activation") in ("identity", "linear") and len(layers) == 2 and layers[0].fan_in == 1
+    return (model.get("activation") == "identity" and len(layers) == 2 and layers[0].fan_in == 1
             and layers[1].fan_out == 1 and layers[0].bias is None and layers[1].bias is None)
 
 
@@ -310,13 +313,9 @@ def gauge_fix(kernel_in: np.ndarray, bias: np.ndarray | None, kernel_out: np.nda
 
 
 def _activate(h: np.ndarray, activation: str) -> np.ndarray:
-    if activation == "relu":
-        return np.maximum(h, 0.0)
-    if activation == "tanh":
-        return np.tanh(h)
-    if activation in ("identity", "linear"):
-        return h
-    raise ValueError(f"unknown activation {activation!r}")
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {activation!r}; known: {sorted(ACTIVATIONS)}")
+    return ACTIVATIONS[activation](h)
 
 
 def layer_inputs(params: Mapping[str, np.ndarray], x: np.ndarray, layer: int, activation: str) -> np.ndarray:
@@ -376,12 +375,17 @@ def null_cosine_threshold(x: np.ndarray, run: Mapping, layers, layer: int, *, n_
 
 
 def redundant_clusters(cos: np.ndarray, alive: np.ndarray, threshold: float) -> list[np.ndarray]:
-    """Clusters (size >= 2) of alive units linked by cosine > threshold (single linkage)."""
-    adjacency = (cos > threshold) & alive[:, None] & alive[None, :]
-    np.fill_diagonal(adjacency, False)
-    n_components, labels = csgraph.connected_components(sparse.csr_matrix(adjacency), directed=False)
-    clusters = [np.flatnonzero(labels == c) for c in range(n_components)]
-    return [c for c in clusters if c.size >= 2 and alive[c].all()]
+    """Clusters (size >= 2) of alive units linked by cosine > threshold: single-linkage agglomerative
+    clustering (scikit-learn) of the alive units at cosine distance 1 - threshold."""
+    units = np.flatnonzero(alive)
+    if units.size < 2:
+        return []
+    distance = np.clip(1.0 - cos[np.ix_(units, units)], 0.0, 2.0)  # rounding can put a cosine above 1
+    np.fill_diagonal(distance, 0.0)
+    labels = AgglomerativeClustering(n_clusters=None, metric="precomputed", linkage="single",
+                                     distance_threshold=1.0 - threshold).fit(distance).labels_
+    clusters = [units[labels == label] for label in np.unique(labels)]
+    return [members for members in clusters if members.size >= 2]
 
 
 def cluster_shares(v: np.ndarray, kernel_in: np.ndarray, bias: np.ndarray | None, kernel_out: np.ndarray,

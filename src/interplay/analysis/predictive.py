@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
-from interplay.analysis.streaming import (
+from interplay.analysis.posterior_files import (
     DEFAULT_BLOCK_BYTES,
     group_dim_sizes,
     group_variables,
@@ -29,8 +29,8 @@ from interplay.analysis.streaming import (
     read_run_config,
     read_variable,
     run_name,
-    write_table,
 )
+from interplay.analysis.tables import write_table
 
 COVERAGE_LEVELS = (0.5, 0.9, 0.95)
 MAX_GROUPS = 100
@@ -41,34 +41,8 @@ MAX_DIAG_CHAINS = 512
 # ----------------------------------------------------------------------------- pure metrics
 
 
-def pointwise_lppd(log_pred_density: np.ndarray) -> np.ndarray:
-    """(C, N) per-chain log predictive densities -> (N,) log of the equal-weight chain mixture."""
-    lpd = np.asarray(log_pred_density, dtype=np.float64)
-    return special.logsumexp(lpd, axis=0) - np.log(lpd.shape[0])
-
-
-def lppd(log_pred_density: np.ndarray) -> float:
-    return float(pointwise_lppd(log_pred_density).mean())
-
-
-def rmse(pred_mean: np.ndarray, y: np.ndarray) -> float:
-    """RMSE of the posterior-mean prediction (mean over chains of pred_mean (C, N))."""
-    return float(np.sqrt(np.mean((np.asarray(pred_mean).mean(axis=0) - np.asarray(y)) ** 2)))
-
-
 def inside_central_interval(mixture_cdf: np.ndarray, level: float) -> np.ndarray:
     return (mixture_cdf >= (1 - level) / 2) & (mixture_cdf <= (1 + level) / 2)
-
-
-def coverage(pit: np.ndarray, levels: Sequence[float] = COVERAGE_LEVELS) -> dict[float, float]:
-    """Fraction of test points inside the central `level` interval of the chain-mixture predictive."""
-    mixture_cdf = np.asarray(pit, dtype=np.float64).mean(axis=0)
-    return {level: float(inside_central_interval(mixture_cdf, level).mean()) for level in levels}
-
-
-def accuracy(pred_probs: np.ndarray, y: np.ndarray) -> float:
-    """Accuracy of argmax of the chain-mean class probabilities (C, N, K) against labels y (N,)."""
-    return float(np.mean(np.asarray(pred_probs).mean(axis=0).argmax(axis=-1) == np.asarray(y).astype(np.int64)))
 
 
 def cumulative_lppd(log_pred_density: np.ndarray, *, n_orderings: int = N_ORDERINGS, seed: int = 0,

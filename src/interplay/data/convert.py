@@ -24,10 +24,6 @@ log = logging.getLogger(__name__)
 
 Rows = list[list[float]]
 
-BIKESHARING_KEPT = (
-    "instant", "yr", "mnth", "hr", "holiday", "weekday", "workingday",
-    "weathersit", "temp", "atemp", "hum", "windspeed", "cnt",
-)  # fmt: skip
 ENERGY_KEPT = ("X1", "X2", "X3", "X4", "X5", "X6", "X7", "X8", "Y1")
 IONOSPHERE_LABELS = {"g": 1.0, "b": 0.0}  # "good" radar returns are class 1 in the authors' table
 
@@ -36,11 +32,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | Path) -> str:
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in blocks of `chunk` bytes (the one file hash of the project)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
+        for block in iter(lambda: handle.read(chunk), b""):
+            digest.update(block)
     return digest.hexdigest()
 
 
@@ -97,19 +94,10 @@ def _select_columns(path: Path, header: list[str], wanted: Sequence[str]) -> lis
     return [header.index(name) for name in wanted]
 
 
-def read_bikesharing(path: Path, source: DatasetSource) -> Rows:
-    """hour.csv: keep instant, yr .. windspeed, cnt; drop dteday, season, casual, registered."""
-    header, body = _read_csv_with_header(path)
-    indices = _select_columns(path, header, BIKESHARING_KEPT)
-    rows = []
-    for line_no, cells in body:
-        _check_width(path, line_no, cells, len(header))
-        rows.append([parse_number(cells[i], path, line_no, i + 1) for i in indices])
-    return _check_rows(path, rows)
-
-
-def read_protein(path: Path, source: DatasetSource) -> Rows:
-    """CASP.csv: header RMSD,F1..F9 with the target first; the table wants it last."""
+def read_csv_columns(path: Path, source: DatasetSource) -> Rows:
+    """A CSV file with a header line: the table's columns (`source.columns`), picked by name in the table's
+    order (bike sharing's hour.csv: instant, yr .. windspeed, cnt of its 17; protein's CASP.csv: the
+    target RMSD comes first there, last in the table)."""
     header, body = _read_csv_with_header(path)
     indices = _select_columns(path, header, source.columns)
     rows = []
@@ -220,8 +208,7 @@ READERS: dict[str, Callable[[Path, DatasetSource], Rows]] = {
     "whitespace": read_whitespace,
     "concrete_xls": read_concrete_xls,
     "energy_xlsx": read_energy_xlsx,
-    "bikesharing_csv": read_bikesharing,
-    "protein_csv": read_protein,
+    "csv_columns": read_csv_columns,
     "ionosphere_csv": read_ionosphere,
 }
 
@@ -272,12 +259,6 @@ def _looks_comma_separated(path: Path) -> bool:
     return False
 
 
-def write_atomic(data: bytes, out_path: str | Path) -> Path:
-    """Write bytes to a temp file beside `out_path`, then rename it into place (`interplay.data.atomic`:
-    the umask's mode, stale temp files of killed writers removed)."""
-    return write_bytes_atomic(data, out_path)
-
-
 def verify_table(dataset: str, data: bytes, origin: str | Path) -> str:
     """sha256 of `data`; ChecksumError naming `origin` and both hashes unless it is the pinned one."""
     source = get_source(dataset)
@@ -316,6 +297,6 @@ def make_table(
             f"fix the source (the mirror of config key `{MIRROR_CONFIG_KEY}` or ${MIRROR_ENV}; unset, the UCI "
             "archive), then rerun snakemake"
         ) from None
-    write_atomic(data, out_path)
+    write_bytes_atomic(data, out_path)
     log.info("%s: wrote %s (sha256 %s) from %s", dataset, out_path, digest, path)
     return Path(out_path)

@@ -1,11 +1,17 @@
-"""Fetch a dataset's original file from the UCI archive or a mirror into a download directory.
+"""Fetch a dataset's original file from the UCI archive or a mirror into a download directory, with pooch.
 
-Without a mirror the canonical UCI zip is streamed (timeout, retries with exponential backoff) and its
-member extracted. A mirror (local directory, ``file://`` URL or ``http(s)://`` base URL) replaces
-``https://archive.ics.uci.edu/static/public``; the first of these that exists is taken:
+Without a mirror the canonical UCI zip is fetched and its member extracted. A mirror (local directory,
+``file://`` URL or ``http(s)://`` base URL) is a pooch base URL that replaces
+``https://archive.ics.uci.edu/static/public``; the first of these that exists below it is taken:
 the same relative zip path, ``raw/<member>``, ``<member>``, the table ``<dataset>.data``.
-The download directory ends up holding exactly one file; everything is staged in a temporary
-directory beside it and moved into place only when complete, so a failure leaves nothing behind.
+
+pooch does the fetching: per URL ``retries`` attempts in all (network errors, timeouts, truncated
+bodies and 5xx/429 answers are retried; pooch waits 1, 2, ... s, at most 10 s, between attempts), a
+progress report in the log, and the zip member extracted by its ``Unzip`` processor. A 404/410 (or,
+in a local mirror, a missing file) is not retried: the next candidate is tried. The download directory
+ends up holding exactly one file; everything is staged in a temporary directory beside it and moved
+into place only when complete, so a failure leaves nothing behind. The file's content is checked
+after conversion, against the table's pinned sha256 (`interplay.data.convert.make_table`).
 """
 
 from __future__ import annotations
@@ -13,9 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import time
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlparse
 from urllib.request import url2pathname
 
@@ -27,7 +32,6 @@ from interplay.data.sources import MIRROR_CONFIG_KEY, MIRROR_ENV, UCI_BASE_URL, 
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 1 << 16
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 _MISSING_STATUS = {404, 410}
 MIRROR_HINT = (
@@ -62,68 +66,130 @@ def _local_path(location: str) -> Path:
     return Path(location).expanduser()
 
 
-def _join_url(base: str, relative: str) -> str:
-    return f"{base.rstrip('/')}/{relative.lstrip('/')}"
+class _NotThere(Exception):
+    """The source answered that it has no such file (HTTP 404/410, a missing local file).
+
+    Neither a ValueError nor a RequestException, so pooch does not retry it."""
 
 
-def _http_fetch(
-    dataset: str, url: str, dest: Path, *, timeout: float, retries: int, backoff: float, hint: str
-) -> bool:
-    """Stream `url` to `dest`; False when the server says the file does not exist (404/410).
+class _Refused(Exception):
+    """An HTTP error that no retry will mend (4xx other than 408/425/429): not retried by pooch."""
 
-    Network errors, timeouts, truncated bodies and 5xx/429 answers are retried `retries` times in all,
-    waiting backoff * 2**k seconds between attempts.
-    """
+
+class _LogProgress:
+    """A pooch progress bar that logs a line at each quarter of the download (for job logs, not terminals)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.total = 0  # set by pooch from Content-Length (0: unknown)
+        self.n = 0
+        self.quarter = 1
+
+    def update(self, n: int) -> None:
+        self.n += n
+        while self.total and self.quarter < 4 and self.n >= self.quarter * self.total / 4:
+            log.info("%s: %d%% of %d bytes", self.label, 25 * self.quarter, self.total)
+            self.quarter += 1
+
+    def reset(self) -> None:
+        self.n = 0
+
+    def close(self) -> None:
+        log.info("%s: done (%d bytes)", self.label, self.total or self.n)
+
+
+class _Fetcher:
+    """A pooch downloader for one URL: HTTP through ``pooch.HTTPDownloader`` (timeout, progress),
+    local files copied; counts the attempts pooch makes and keeps the last failure for the message."""
+
+    def __init__(self, dataset: str, retries: int, timeout: float):
+        self.dataset, self.retries, self.timeout = dataset, retries, timeout
+        self.attempts = 0
+        self.last_error = "no attempt made"
+
+    def __call__(self, url: str, output_file: str, pooch_instance) -> None:
+        import pooch
+        import requests
+
+        if urlparse(url).scheme == "file":
+            source = Path(url2pathname(unquote(urlparse(url).path)))
+            if not source.is_file():
+                raise _NotThere(url)
+            shutil.copyfile(source, output_file)
+            return
+        self.attempts += 1
+        http = pooch.HTTPDownloader(timeout=self.timeout, progressbar=_LogProgress(f"{self.dataset}: {url}"))
+        try:
+            http(url, output_file, pooch_instance)
+        except requests.HTTPError as error:
+            status = error.response.status_code if error.response is not None else None
+            if status in _MISSING_STATUS:
+                raise _NotThere(url) from None
+            self.last_error = f"HTTP {status} {error.response.reason if error.response is not None else ''}".strip()
+            self._failed(url)
+            if status not in _RETRY_STATUS:
+                raise _Refused(self.last_error) from None
+            raise
+        except requests.RequestException as error:
+            self.last_error = f"{type(error).__name__}: {error}"
+            self._failed(url)
+            raise
+
+    def _failed(self, url: str) -> None:
+        log.warning("%s: attempt %d/%d for %s failed: %s", self.dataset, self.attempts, self.retries, url,
+                    self.last_error)
+
+
+class _ZipMember:
+    """A pooch processor: the member of the zip named ``member`` (at any depth of the archive),
+    extracted with ``pooch.Unzip``; returns its path."""
+
+    def __init__(self, dataset: str, member: str, origin: str):
+        self.dataset, self.member, self.origin = dataset, member, origin
+
+    def __call__(self, fname: str, action: str, pooch_instance) -> str:
+        import pooch
+
+        try:
+            with zipfile.ZipFile(fname) as zf:
+                names = zf.namelist()
+            found = [n for n in names if PurePosixPath(n).name == self.member and not n.startswith("__MACOSX/")]
+            if not found:
+                raise MalformedFile(
+                    f"{self.dataset}: archive {self.origin} has no member {self.member!r}; it holds {names}"
+                )
+            unzip = pooch.Unzip(members=[found[0]], extract_dir=".unzipped")
+            extracted = unzip(fname, action, pooch_instance)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+            raise MalformedFile(
+                f"{self.dataset}: {self.origin} is not a valid zip archive (corrupted or truncated download): {exc}"
+            ) from exc
+        target = Path(unzip.extract_dir, *PurePosixPath(found[0]).parts)
+        if str(target) not in extracted:
+            raise MalformedFile(f"{self.dataset}: {self.member!r} could not be extracted from {self.origin}")
+        return str(target)
+
+
+def _fetch(dataset: str, base_url: str, relative: str, staging: Path, *, retries: int, timeout: float,
+           hint: str, url: str | None = None, processor=None) -> Path | None:
+    """``relative`` below ``base_url`` (or at ``url``) fetched by pooch into ``staging``; None when the
+    source has no such file. Raises SourceUnreachable after ``retries`` failed attempts."""
+    import pooch
     import requests
 
-    last_error = "no attempt made"
-    for attempt in range(1, retries + 1):
-        try:
-            with requests.get(url, stream=True, timeout=timeout) as response:
-                if response.status_code in _MISSING_STATUS:
-                    return False
-                if response.status_code >= 400:
-                    last_error = f"HTTP {response.status_code} {response.reason}"
-                    if response.status_code not in _RETRY_STATUS:
-                        break
-                else:
-                    written = 0
-                    with open(dest, "wb") as handle:
-                        for chunk in response.iter_content(_CHUNK):
-                            handle.write(chunk)
-                            written += len(chunk)
-                    expected = response.headers.get("Content-Length")
-                    if expected is None or "Content-Encoding" in response.headers or int(expected) == written:
-                        return True
-                    last_error = f"truncated body: {written} of {expected} bytes"
-        except requests.RequestException as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("%s: attempt %d/%d for %s failed: %s", dataset, attempt, retries, url, last_error)
-        if attempt < retries:
-            time.sleep(backoff * 2 ** (attempt - 1))
-    dest.unlink(missing_ok=True)
-    raise SourceUnreachable(
-        f"{dataset}: could not download {url} after {attempt} attempt(s) ({last_error}). {hint}"
-    )
-
-
-def _extract_member(dataset: str, archive: Path, member: str, dest_dir: Path, origin: str) -> Path:
-    """Copy the zip member named `member` (at any depth in the archive) to dest_dir/member."""
+    store = pooch.create(path=staging, base_url=base_url.rstrip("/") + "/", registry={relative: None},
+                         urls={relative: url} if url else None, retry_if_failed=retries - 1)
+    fetcher = _Fetcher(dataset, retries, timeout)
+    location = url or store.get_url(relative)
     try:
-        with zipfile.ZipFile(archive) as zf:
-            names = [n for n in zf.namelist() if Path(n).name == member and not n.startswith("__MACOSX/")]
-            if not names:
-                raise MalformedFile(
-                    f"{dataset}: archive {origin} has no member {member!r}; it holds {zf.namelist()}"
-                )
-            target = dest_dir / member
-            with zf.open(names[0]) as src, open(target, "wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
-        raise MalformedFile(
-            f"{dataset}: {origin} is not a valid zip archive (corrupted or truncated download): {exc}"
-        ) from exc
-    return target
+        return Path(store.fetch(relative, processor=processor, downloader=fetcher))
+    except _NotThere:
+        return None
+    except (_Refused, requests.RequestException):
+        raise SourceUnreachable(
+            f"{dataset}: could not download {location} after {fetcher.attempts} attempt(s) "
+            f"({fetcher.last_error}). {hint}"
+        ) from None
 
 
 def _candidates(source: DatasetSource) -> list[tuple[str, str]]:
@@ -137,46 +203,33 @@ def _candidates(source: DatasetSource) -> list[tuple[str, str]]:
     return found
 
 
-def _fetch_from_mirror(
-    source: DatasetSource, mirror: str, staging: Path, *, timeout: float, retries: int, backoff: float
-) -> Path:
+def _fetch_from_mirror(source: DatasetSource, mirror: str, staging: Path, *, timeout: float, retries: int) -> Path:
     hint = (
         f"Check the mirror {mirror!r} (config key `{MIRROR_CONFIG_KEY}` / environment variable {MIRROR_ENV})"
     )
-    http = _is_http(mirror)
-    root = None if http else _local_path(mirror)
-    if root is not None and not root.is_dir():
-        raise DataError(f"{source.name}: mirror directory {root} does not exist. {hint}")
+    if _is_http(mirror):
+        base_url, root = mirror, None
+    else:
+        root = _local_path(mirror)
+        if not root.is_dir():
+            raise DataError(f"{source.name}: mirror directory {root} does not exist. {hint}")
+        base_url = root.resolve().as_uri()
     tried = []
     for kind, relative in _candidates(source):
-        name = Path(relative).name
-        fetched = staging / (".archive.zip" if kind == "zip" else name)
-        if http:
-            location = _join_url(mirror, relative)
-            ok = _http_fetch(
-                source.name, location, fetched, timeout=timeout, retries=retries, backoff=backoff, hint=hint
-            )
-        else:
-            location = str(root / relative)
-            ok = (root / relative).is_file()
-            if ok:
-                shutil.copyfile(root / relative, fetched)
+        location = str(root / relative) if root is not None else f"{base_url.rstrip('/')}/{relative.lstrip('/')}"
         tried.append(location)
-        if not ok:
+        processor = _ZipMember(source.name, source.member, location) if kind == "zip" else None
+        fetched = _fetch(source.name, base_url, relative, staging, retries=retries, timeout=timeout, hint=hint,
+                         processor=processor)
+        if fetched is None:
             log.info("%s: not in mirror: %s", source.name, location)
             continue
-        log.info("%s: taking %s", source.name, location)
-        if kind == "zip":
-            member = _extract_member(source.name, fetched, source.member, staging, location)
-            fetched.unlink()
-            return member
+        log.info("%s: took %s", source.name, location)
         return fetched
     raise SourceMissing(f"{source.name}: the mirror holds none of {tried}. {hint}")
 
 
-def _fetch_canonical(
-    source: DatasetSource, staging: Path, *, timeout: float, retries: int, backoff: float
-) -> Path:
+def _fetch_canonical(source: DatasetSource, staging: Path, *, timeout: float, retries: int) -> Path:
     if source.url is None:
         # Generated data: the generator reproduces the authors' table exactly (its hash is checked later).
         target = staging / source.table_name
@@ -185,13 +238,12 @@ def _fetch_canonical(
         )
         log.info("%s: no archive to download; generated %s", source.name, source.table_name)
         return target
-    archive = staging / ".archive.zip"
-    found = _http_fetch(
-        source.name, source.url, archive, timeout=timeout, retries=retries, backoff=backoff, hint=MIRROR_HINT
-    )
-    if not found:
+    fetched = _fetch(source.name, UCI_BASE_URL, PurePosixPath(urlparse(source.url).path).name, staging,
+                     url=source.url, retries=retries, timeout=timeout, hint=MIRROR_HINT,
+                     processor=_ZipMember(source.name, source.member, source.url))
+    if fetched is None:
         raise SourceMissing(f"{source.name}: {source.url} does not exist (HTTP 404). {MIRROR_HINT}")
-    return _extract_member(source.name, archive, source.member, staging, source.url)
+    return fetched
 
 
 def _install(staged: Path, out_dir: Path) -> Path:
@@ -212,30 +264,25 @@ def download(
     *,
     timeout: float = 60,
     retries: int = 3,
-    backoff: float = 1.0,
 ) -> Path:
     """Fetch `dataset` into `out_dir` (which then holds exactly one file) and return that file's path.
 
-    `retries` is the number of attempts per URL (>= 1), `timeout` the seconds per attempt, `backoff`
-    the first wait between attempts (doubling after each). `mirror`: see the module docstring.
+    `retries` is the number of attempts per URL (>= 1), `timeout` the seconds per attempt.
+    `mirror`: see the module docstring.
     """
     source = get_source(dataset)
     if not (isinstance(retries, int) and retries >= 1):
         raise ValueError(f"retries must be an integer >= 1 (attempts per URL), got {retries!r}")
     if not timeout > 0:
         raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
-    if not backoff >= 0:
-        raise ValueError(f"backoff must be >= 0 seconds, got {backoff!r}")
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = make_temp_dir(out_dir)  # stale staging directories of killed downloads are removed first
     try:
         if mirror:
-            staged = _fetch_from_mirror(
-                source, mirror, staging, timeout=timeout, retries=retries, backoff=backoff
-            )
+            staged = _fetch_from_mirror(source, mirror, staging, timeout=timeout, retries=retries)
         else:
-            staged = _fetch_canonical(source, staging, timeout=timeout, retries=retries, backoff=backoff)
+            staged = _fetch_canonical(source, staging, timeout=timeout, retries=retries)
         final = _install(staged, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

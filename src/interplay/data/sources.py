@@ -143,7 +143,7 @@ DATASETS: dict[str, DatasetSource] = {
             task="regression",
             url=f"{UCI_BASE_URL}/275/bike+sharing+dataset.zip",
             member="hour.csv",
-            original_format="bikesharing_csv",
+            original_format="csv_columns",
             table_sha256="48d3828986f1b06610a1a92441ddd58b3132a60d179a66611e43cde811036889",
             # `instant` is kept and `season` dropped, as in the authors' table
             columns=(
@@ -169,7 +169,7 @@ DATASETS: dict[str, DatasetSource] = {
             task="regression",
             url=f"{UCI_BASE_URL}/265/physicochemical+properties+of+protein+tertiary+structure.zip",
             member="CASP.csv",
-            original_format="protein_csv",
+            original_format="csv_columns",
             table_sha256="d35f332707e8a73f21e021039250a1e7b26e14f7dd826a0337ffa8e8e48b9727",
             columns=(*(f"F{i}" for i in range(1, 10)), "RMSD"),
             n_rows=45730,

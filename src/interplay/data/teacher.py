@@ -9,17 +9,13 @@ from pathlib import Path
 
 import numpy as np
 
-from interplay.data.convert import write_atomic
+from interplay.data.atomic import write_bytes_atomic
 from interplay.data.errors import DataError
 from interplay.data.numbers import format_rows
+from interplay.specs import ACTIVATIONS
 
 log = logging.getLogger(__name__)
 
-ACTIVATIONS = {
-    "relu": lambda h: np.maximum(h, 0.0),
-    "tanh": np.tanh,
-    "identity": lambda h: h,
-}
 SPEC_DEFAULTS = {"noise": 0.1, "seed": 0, "activation": "relu"}
 SPEC_KEYS = {"in_dim", "hidden", "n", *SPEC_DEFAULTS}
 
@@ -99,6 +95,6 @@ def make_teacher_student_table(spec: Mapping, out_path: str | Path) -> Path:
     """Write teacher-student data as a study-format table (shortest round-trip numbers, target last)."""
     x, y, _ = teacher_student_data(spec)
     rows = np.column_stack([x, y]).tolist()
-    write_atomic(format_rows(rows, "repr").encode("ascii"), out_path)
+    write_bytes_atomic(format_rows(rows, "repr").encode("ascii"), out_path)
     log.info("teacher-student table %s: %d rows, %d features", out_path, *x.shape)
     return Path(out_path)

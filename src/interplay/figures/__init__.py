@@ -25,6 +25,9 @@ TITLES = {
     "lppd_grid": "Test LPPD over the prior scale and depth",
     "uci_benchmark": "UCI benchmark: MILE vs deep ensembles vs mean-field VI",
     "sampler_bias": "Sampler bias: the balancedness identity's relative error against cost",
+    "bias_marginals": "Bias marginals per layer against the prior",
+    "flat_likelihood": "Flat-likelihood directions: mixing sensitivity of redundant units",
+    "jacobian": "Jacobian null space: rank, symmetry count and projections of the draws",
 }
 
 

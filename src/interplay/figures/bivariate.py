@@ -21,7 +21,7 @@ ACROSS = (("kernel_0", (0, 0)), ("kernel_1", (0, 0)))
 
 def _pairs(path, run) -> list[tuple[str, tuple, tuple]]:
     """(title, x, y) of the pairs the net has (a 1-input net has no second input weight)."""
-    from interplay.analysis.streaming import network_layout
+    from interplay.analysis.posterior_files import network_layout
 
     layers = network_layout(path, run)
     pairs = []

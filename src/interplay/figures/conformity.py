@@ -15,7 +15,7 @@ from matplotlib import ticker
 from scipy import stats
 
 from interplay.analysis.conformity import conformity_sweep_table
-from interplay.analysis.streaming import network_layout
+from interplay.analysis.posterior_files import network_layout
 from interplay.figures import style
 from interplay.figures.data import DEFAULT_MAX_CHAINS, FigureData, architecture, read_parameters, run_label
 

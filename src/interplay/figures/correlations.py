@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from interplay.analysis.streaming import iter_chain_blocks, posterior_counts
+from interplay.analysis.posterior_files import iter_chain_blocks, posterior_counts
 from interplay.figures import style
 from interplay.figures.data import FigureData, architecture, parameter_names, sampler_label
 
@@ -69,26 +69,21 @@ def plot(data: FigureData):
     fig, axes = style.figure(len(rows), len(cols), width=min(style.FULL_WIDTH, 3.0 * len(cols) + 0.9),
                              row_height=2.9)
     image = None
-    for r, row in enumerate(rows):
-        for c, kind in enumerate(cols):
-            ax = axes[r, c]
-            name = cells.get((row, kind))
-            if name is None:
-                style.empty_panel(ax, f"no {kind} run for {row}")
-                continue
-            run = data.run(name)
-            corr, names, used = within_chain_correlation(data.posterior(name), run, max_chains=max_chains)
-            image = ax.imshow(corr, cmap=style.DIVERGING_CMAP, vmin=-1, vmax=1, interpolation="nearest")
-            bounds = np.cumsum([size for _, size in names])[:-1] - 0.5
-            for b in bounds:
-                ax.axhline(b, color="0.3", lw=0.3)
-                ax.axvline(b, color="0.3", lw=0.3)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title(f"{sampler_label(run)}: {row}\nmean |r| off-diagonal {mean_abs_offdiagonal(corr):.3f} "
-                         f"({used} chains)", fontsize="small")
-            if c == 0:
-                ax.set_ylabel(f"{len(corr)} parameters")
+    for _, c, row, _, ax, name in style.run_panels(axes, rows, cols, cells,
+                                                   lambda row, kind: f"no {kind} run for {row}"):
+        run = data.run(name)
+        corr, names, used = within_chain_correlation(data.posterior(name), run, max_chains=max_chains)
+        image = ax.imshow(corr, cmap=style.DIVERGING_CMAP, vmin=-1, vmax=1, interpolation="nearest")
+        bounds = np.cumsum([size for _, size in names])[:-1] - 0.5
+        for b in bounds:
+            ax.axhline(b, color="0.3", lw=0.3)
+            ax.axvline(b, color="0.3", lw=0.3)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(f"{sampler_label(run)}: {row}\nmean |r| off-diagonal {mean_abs_offdiagonal(corr):.3f} "
+                     f"({used} chains)", fontsize="small")
+        if c == 0:
+            ax.set_ylabel(f"{len(corr)} parameters")
     if image is not None:
         fig.colorbar(image, ax=axes, label="within-chain correlation", shrink=0.8)
     return fig

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from interplay.analysis.streaming import iter_chain_blocks, network_layout, posterior_counts
+from interplay.analysis.posterior_files import iter_chain_blocks, network_layout, posterior_counts
 
 DEFAULT_MAX_CHAINS = 1000
 
@@ -106,7 +106,7 @@ def kernel_scales(path, run: Mapping | None = None) -> list[float]:
 
 def parameter_names(path, run: Mapping | None = None) -> list[tuple[str, int]]:
     """(variable, n_params) of the kernels and biases in layer order (log sigma left out)."""
-    from interplay.analysis.streaming import group_variables
+    from interplay.analysis.posterior_files import group_variables
 
     variables = group_variables(path, "posterior")
     names = []
@@ -126,7 +126,7 @@ def architecture(run: Mapping) -> str:
     return "-".join(str(h) for h in hidden) if hidden else "linear"
 
 
-SAMPLER_LABELS = {"mile": "MILE", "mams": "MAMS", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI"}
+SAMPLER_LABELS = {"mile": "MILE", "mams": "MAMS", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI", "laplace": "LA"}
 
 
 def sampler_label(run: Mapping) -> str:

@@ -18,14 +18,15 @@ from interplay.config import ConfigError
 
 # figure name -> (role keys it needs, needs a run set, posteriors of: roles / set, tables of the set)
 FIGURES = ("bivariate", "toy_grid", "conformity", "correlations", "cumulative_lppd", "balancedness",
-           "dirichlet", "lppd_grid", "uci_benchmark", "sampler_bias")
+           "dirichlet", "lppd_grid", "uci_benchmark", "sampler_bias", "bias_marginals", "flat_likelihood", "jacobian")
 ROLES = {"bivariate": ("under", "over"), "conformity": ("under", "over")}
 NEEDS_SET = {"toy_grid", "conformity", "correlations", "cumulative_lppd", "balancedness", "dirichlet",
-             "lppd_grid", "uci_benchmark", "sampler_bias"}
+             "lppd_grid", "uci_benchmark", "sampler_bias", "bias_marginals", "flat_likelihood", "jacobian"}
 SET_POSTERIORS = {"toy_grid", "correlations", "dirichlet"}
 SET_TABLES = {"conformity": "conformity", "cumulative_lppd": "cumulative_lppd", "balancedness": "balancedness",
               "dirichlet": "reallocation", "lppd_grid": "predictive", "uci_benchmark": "predictive",
-              "sampler_bias": ("balancedness", "predictive", "diagnostics")}
+              "sampler_bias": ("balancedness", "predictive", "diagnostics"),
+              "bias_marginals": "bias_marginals", "flat_likelihood": "flat_likelihood", "jacobian": "jacobian"}
 # Extra outputs beyond results/figures/{name}.{pdf,png}.
 EXTRA_OUTPUTS = {"uci_benchmark": {"csv": "csv", "tex": "tex"}}
 
@@ -99,6 +100,14 @@ def _check_members(name: str, members: Sequence[str], runs: Mapping[str, dict]) 
         bad = [m for m, r in chosen.items() if not _hidden(r)]
         if bad:
             problems.append(f"{where}: runs {bad} have no hidden layer (balancedness needs one)")
+    if name == "bias_marginals":
+        bad = [m for m, r in chosen.items() if not r["model"]["bias"] or r["prior"].get("bias") == "flat"]
+        if bad:
+            problems.append(f"{where}: runs {bad} have no biases or a flat bias prior (nothing to compare)")
+    if name in ("flat_likelihood", "jacobian"):
+        bad = [m for m, r in chosen.items() if not _hidden(r) or r["model"]["activation"] not in ("relu", "identity")]
+        if bad:
+            problems.append(f"{where}: runs {bad} are not ReLU (or identity) nets with a hidden layer")
     if name == "lppd_grid":
         bad = [m for m, r in chosen.items() if not _scalar_tau(r)]
         if bad:
@@ -124,11 +133,13 @@ def _plan(name: str, spec: Mapping, runs: Mapping[str, dict], sweeps: Mapping[st
         if ("sweep" in spec) == ("runs" in spec):
             problems.append(f"{where}: give either `sweep: <name>` or `runs: [...]` (exactly one)")
         elif "sweep" in spec:
-            if spec["sweep"] not in sweeps:
-                problems.append(f"{where}.sweep: sweep {spec['sweep']!r} is not in the study "
-                                f"(sweeps: {sorted(sweeps) or 'none'})")
-            else:
-                members = list(sweeps[spec["sweep"]])
+            # one sweep, or several whose runs are pooled (e.g. the UCI benchmark's MCMC and single-fit sweeps)
+            names = [spec["sweep"]] if isinstance(spec["sweep"], str) else list(spec["sweep"])
+            missing = [sweep for sweep in names if sweep not in sweeps]
+            problems += [f"{where}.sweep: sweep {sweep!r} is not in the study (sweeps: {sorted(sweeps) or 'none'})"
+                         for sweep in missing]
+            if not missing:
+                members = list(dict.fromkeys(member for sweep in names for member in sweeps[sweep]))
         else:
             missing = [r for r in spec["runs"] if r not in runs]
             if missing:

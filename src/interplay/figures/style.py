@@ -6,7 +6,7 @@ here restyles all figures (and, being a figure-code input of the figure rules, r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import matplotlib
@@ -129,3 +129,17 @@ def empty_panel(ax, message: str) -> None:
     ax.set_axis_off()
     ax.text(0.5, 0.5, message, ha="center", va="center", transform=ax.transAxes, fontsize="small",
             color="0.4", wrap=True)
+
+
+def run_panels(axes, rows: Sequence, cols: Sequence, cells: Mapping, missing: Callable[[object, object], str]
+               ) -> Iterator[tuple[int, int, object, object, object, str]]:
+    """``(r, c, row, col, ax, run name)`` of each panel of a grid of runs, row by row: `cells` maps
+    ``(row, col)`` to the run drawn in ``axes[r, c]``; a cell without a run gets an empty panel saying
+    ``missing(row, col)`` and is not yielded."""
+    for r, row in enumerate(rows):
+        for c, col in enumerate(cols):
+            name = cells.get((row, col))
+            if name is None:
+                empty_panel(axes[r, c], missing(row, col))
+                continue
+            yield r, c, row, col, axes[r, c], name

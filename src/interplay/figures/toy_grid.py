@@ -53,28 +53,23 @@ def plot(data: FigureData):
     widths, taus, cells = grid_cells(data)
     fig, axes = style.figure(len(widths), len(taus), width=min(style.FULL_WIDTH, 2.3 * len(taus) + 0.8),
                              row_height=2.2)
-    for r, width in enumerate(widths):
-        for c, tau in enumerate(taus):
-            ax = axes[r, c]
-            name = cells.get((width, tau))
-            if name is None:
-                style.empty_panel(ax, f"no run with M={width}, τ={tau:g}")
-                continue
-            w, v, beta_hat = unit_weights(data.posterior(name), max_chains)
-            both = np.concatenate([np.abs(w), np.abs(v)])
-            half = max(float(np.quantile(both, 0.995)), 2.6 * tau, np.sqrt(abs(beta_hat)) * 1.5) * 1.05
-            edges = np.linspace(-half, half, bins + 1)
-            style.hist2d(ax, w, v, edges, edges)
-            style.prior_circles(ax, tau)
-            hyperbola(ax, beta_hat, half)
-            ax.set_xlim(-half, half)
-            ax.set_ylim(-half, half)
-            ax.set_aspect("equal")
-            ax.set_title(f"M={width}, τ={tau:g}  ($\\hat\\beta$={beta_hat:.2f})", fontsize="small")
-            if r == len(widths) - 1:
-                ax.set_xlabel("input weight $w_j$")
-            if c == 0:
-                ax.set_ylabel("output weight $v_j$")
+    for r, c, width, tau, ax, name in style.run_panels(axes, widths, taus, cells,
+                                                       lambda width, tau: f"no run with M={width}, τ={tau:g}"):
+        w, v, beta_hat = unit_weights(data.posterior(name), max_chains)
+        both = np.concatenate([np.abs(w), np.abs(v)])
+        half = max(float(np.quantile(both, 0.995)), 2.6 * tau, np.sqrt(abs(beta_hat)) * 1.5) * 1.05
+        edges = np.linspace(-half, half, bins + 1)
+        style.hist2d(ax, w, v, edges, edges)
+        style.prior_circles(ax, tau)
+        hyperbola(ax, beta_hat, half)
+        ax.set_xlim(-half, half)
+        ax.set_ylim(-half, half)
+        ax.set_aspect("equal")
+        ax.set_title(f"M={width}, τ={tau:g}  ($\\hat\\beta$={beta_hat:.2f})", fontsize="small")
+        if r == len(widths) - 1:
+            ax.set_xlabel("input weight $w_j$")
+        if c == 0:
+            ax.set_ylabel("output weight $v_j$")
     handles, labels = next((ax.get_legend_handles_labels() for ax in axes.flat if ax.get_legend_handles_labels()[0]),
                            ([], []))
     if handles:

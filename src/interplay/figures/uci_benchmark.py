@@ -1,4 +1,8 @@
-"""The UCI benchmark: MILE against deep ensembles (DE) and mean-field VI (MFVI), mean +- sd over seeds.
+"""The UCI benchmark: MILE against deep ensembles (DE), mean-field VI (MFVI) and last-layer Laplace (LA),
+mean +- sd over seeds.
+
+MFVI and LA are the paper's single-fit baselines when a run has one chain; a run with C > 1 chains pools C
+independent fits into one mixture and is labelled "MFVI pooled xC" / "LA pooled xC" (`method_label`).
 
 Writes the table as CSV (long: dataset, method, metric, mean, sd, n_seeds) and LaTeX (datasets as
 rows, metric x method as columns, the best mean per dataset and metric in bold), and a figure with one
@@ -16,7 +20,27 @@ from interplay.figures import style
 from interplay.figures.data import SAMPLER_LABELS, FigureData
 
 METRICS = {"lppd": ("LPPD", "higher"), "rmse": ("RMSE", "lower"), "accuracy": ("accuracy", "higher")}
-METHOD_ORDER = ["MILE", "NUTS", "DE", "MFVI"]
+METHOD_ORDER = ["MILE", "NUTS", "DE", "MFVI", "LA"]
+# Kinds whose runs are single fits per chain: more chains pool them into a mixture.
+SINGLE_FIT_KINDS = ("mfvi", "laplace")
+
+
+def method_label(run) -> str:
+    """The table's name of a run's method: its sampler label, "<label> pooled x<C>" for a pooled baseline."""
+    kind, chains = run["sampler"]["kind"], int(run["sampler"]["chains"])
+    label = SAMPLER_LABELS.get(kind, kind)
+    return f"{label} pooled x{chains}" if kind in SINGLE_FIT_KINDS and chains > 1 else label
+
+
+def method_order(methods) -> list[str]:
+    """`METHOD_ORDER`, each pooled variant after its single-fit method, unknown labels last."""
+    found = list(dict.fromkeys(methods))
+
+    def rank(method):
+        base = method.split(" pooled")[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), " pooled" in method, method)
+
+    return sorted(found, key=rank)
 
 
 def per_run(data: FigureData) -> pd.DataFrame:
@@ -29,7 +53,7 @@ def per_run(data: FigureData) -> pd.DataFrame:
             found = table[table["metric"] == metric]
             if not found.empty:
                 rows.append({"run": name, "dataset": run["dataset"],
-                             "method": SAMPLER_LABELS.get(run["sampler"]["kind"], run["sampler"]["kind"]),
+                             "method": method_label(run),
                              "seed": run["data"]["seed"], "metric": metric, "value": float(found["value"].iloc[0])})
     if not rows:
         raise ValueError("no predictive metrics found in the benchmark's tables")
@@ -42,7 +66,7 @@ def benchmark_table(data: FigureData) -> pd.DataFrame:
     grouped = runs.groupby(["dataset", "method", "metric"], sort=False)["value"]
     table = grouped.agg(mean="mean", sd=lambda v: v.std(ddof=1) if len(v) > 1 else np.nan,
                         n_seeds="count").reset_index()
-    table["method"] = pd.Categorical(table["method"], [m for m in METHOD_ORDER if m in set(table["method"])])
+    table["method"] = pd.Categorical(table["method"], method_order(table["method"]))
     return table.sort_values(["dataset", "metric", "method"]).reset_index(drop=True)
 
 
@@ -54,7 +78,7 @@ def _cell(mean: float, sd: float, bold: bool) -> str:
 def latex_table(table: pd.DataFrame) -> str:
     """booktabs LaTeX: one row per dataset, columns metric x method, best mean per metric in bold."""
     metrics = [m for m in METRICS if m in set(table["metric"])]
-    methods = [m for m in METHOD_ORDER if m in set(table["method"].astype(str))]
+    methods = method_order(table["method"].astype(str))
     lines = ["\\begin{tabular}{l" + "c" * (len(metrics) * len(methods)) + "}", "\\toprule",
              " & " + " & ".join(f"\\multicolumn{{{len(methods)}}}{{c}}{{{METRICS[m][0]}}}" for m in metrics)
              + " \\\\",
@@ -78,7 +102,7 @@ def latex_table(table: pd.DataFrame) -> str:
 def plot(table: pd.DataFrame):
     metrics = [m for m in METRICS if m in set(table["metric"])]
     fig, axes = style.figure(1, len(metrics), width=min(style.FULL_WIDTH, 3.2 * len(metrics)), row_height=2.6)
-    methods = [m for m in METHOD_ORDER if m in set(table["method"].astype(str))]
+    methods = method_order(table["method"].astype(str))
     colors = dict(zip(methods, style.categorical_colors(len(methods))))
     datasets = list(dict.fromkeys(table["dataset"]))
     width = 0.8 / max(len(methods), 1)

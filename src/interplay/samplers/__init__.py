@@ -20,6 +20,13 @@ import numpy as np
 from jax import custom_batching
 from jax.sharding import Mesh, PartitionSpec
 
+from interplay.samplers.prng import unroll_threefry_on_cpu
+
+# Every sampler program must be compiled with the same threefry lowering (it changes the float rounding of
+# fused kernels, hence a chain's bits), so it is chosen once, before any sampler code runs: on import of the
+# samplers, which only sampling code imports (interplay.samplers.prng; analysis, merge and figure jobs do not).
+unroll_threefry_on_cpu()
+
 # Progress callbacks per phase: about this many, whatever the number of steps.
 PROGRESS_REPORTS_PER_PHASE = 100
 
@@ -31,49 +38,75 @@ CPU_CHAIN_BATCH = 4
 CHAIN_AXIS = "chains"
 
 
-def chain_batch_size(requested: int | None, n_chains: int, platform: str) -> int:
-    """Chains whose log-density gradients are computed together (one vectorised group) on one device.
-
-    `requested` (``sampler.mclmc.chain_batch``) caps it; by default a GPU (`platform` "gpu") takes
-    all its chains at once and a CPU device (`platform` "cpu") groups of `CPU_CHAIN_BATCH`. Smaller
-    groups also bound the memory of very large blocks (e.g. 10,000 chains on one GPU).
-    """
-    if requested is None:
-        requested = CPU_CHAIN_BATCH if platform == "cpu" else n_chains
-    return max(1, min(int(requested), n_chains))
-
-
 def chain_group_width(requested: int | None, n_chains: int, platform: str) -> int:
     """Width of every vectorised chain group (gradient groups, warm-start groups) on one device.
 
-    Unlike `chain_batch_size` it is not capped at `n_chains`: on a CPU it is `requested` or
-    `CPU_CHAIN_BATCH` whatever the block, so every group has the same shape in every job and a chain's
-    arithmetic (XLA picks a matmul's blocking, hence its summation order, from its shape) does not depend
-    on the block that ran it. On a GPU the default is all `n_chains` (one group).
+    It is not capped at `n_chains`: on a CPU it is `requested` or `CPU_CHAIN_BATCH` whatever the block, so
+    every group has the same shape in every job and a chain's arithmetic (XLA picks a matmul's blocking,
+    hence its summation order, from its shape) does not depend on the block that ran it. On a GPU the
+    default is all `n_chains` (one group).
     """
     if requested is None:
         requested = CPU_CHAIN_BATCH if platform == "cpu" else n_chains
     return max(1, int(requested))
 
 
+def kernel_group_width(requested: int | None, platform: str) -> int | None:
+    """Width of the fixed chain groups a device's sampler kernel runs in (`map_chains`), or None: all of
+    the device's chains in one vectorised group.
+
+    On a CPU it is `requested` (``sampler.<kind>.chain_batch``) or `CPU_CHAIN_BATCH`, whatever the block, so
+    a chain's arithmetic is the same, bit for bit, in every block (DESIGN.md). On a GPU (`platform` "gpu")
+    the default None keeps each device's chains in one group (fastest, the same law but not the same bits
+    across block sizes); setting `requested` fixes the width there too.
+    """
+    if requested is None and platform != "cpu":
+        return None
+    return chain_group_width(requested, 0, platform)
+
+
+def map_chains(fn: Callable, width: int | None, *args):
+    """``jax.vmap(fn)(*args)`` over the leading chain axis of every argument: all chains at once (`width`
+    None) or in groups of exactly `width` chains (`map_fixed_groups`), so that a chain's bits do not
+    depend on how many chains run with it."""
+    if width is None:
+        return jax.vmap(fn)(*args)
+    return map_fixed_groups(lambda group_args: fn(*group_args), width, args)
+
+
 def map_fixed_groups(fn: Callable, group_size: int, tree):
-    """``jax.vmap(fn)(tree)`` over the leading chain axis, computed `group_size` chains at a time
-    (``lax.map`` over vectorised groups). The chains are padded (copies of chain 0, dropped again)
-    to whole groups, so every group has exactly `group_size` chains, whatever their number: a chain's
-    result does not depend on how many chains are computed with it."""
+    """``jax.vmap(fn)(tree)`` over the leading chain axis, computed `group_size` chains at a time (a loop
+    over vectorised groups), so that a chain's result has the same bits whatever the number of chains.
+
+    Every group has exactly `group_size` chains (padded with copies of chain 0, dropped again), and XLA
+    compiles the loop body the same way whatever the number of groups: the chains are laid out with one
+    spare group (never computed) and the loop's trip count is hidden from XLA. Otherwise one group would
+    be special: XLA removes a loop of one iteration, or hoists a size-1 slice out of it, and fuses the group's
+    arithmetic with the code around it, which changed BlackJAX's ESS by an ulp (tests/test_samplers_chain_batch.py).
+    Not differentiable in reverse mode (`grouped_gradients` supplies its own gradient).
+    """
     n_chains = jax.tree.leaves(tree)[0].shape[0]
     n_groups = -(-n_chains // group_size)
-    padded = pad_chains(tree, n_groups * group_size) if n_groups * group_size > n_chains else tree
-    grouped = jax.tree.map(lambda leaf: leaf.reshape(n_groups, group_size, *leaf.shape[1:]), padded)
-    # The barriers keep XLA from fusing a group's arithmetic with the block-shaped code around it (a loop of
-    # one group is inlined), which could change its rounding (e.g. a multiply-add contracted or not).
-    out = jax.lax.optimization_barrier(jax.lax.map(jax.vmap(fn), jax.lax.optimization_barrier(grouped)))
-    return jax.tree.map(lambda leaf: leaf.reshape(n_groups * group_size, *leaf.shape[2:])[:n_chains], out)
+    padded = pad_chains(tree, (n_groups + 1) * group_size)
+    grouped = jax.tree.map(lambda leaf: leaf.reshape(n_groups + 1, group_size, *leaf.shape[1:]), padded)
+    group_fn = jax.vmap(fn)
+    shapes = jax.eval_shape(group_fn, jax.tree.map(lambda leaf: leaf[0], grouped))
+    out = jax.tree.map(lambda shape: jnp.zeros((n_groups + 1, *shape.shape), shape.dtype), shapes)
+
+    def body(index, out):
+        result = group_fn(jax.tree.map(lambda leaf: jax.lax.dynamic_index_in_dim(leaf, index, keepdims=False),
+                                       grouped))
+        return jax.tree.map(lambda leaf, value: jax.lax.dynamic_update_index_in_dim(leaf, value, index, 0),
+                            out, result)
+
+    out = jax.lax.fori_loop(0, jax.lax.optimization_barrier(jnp.int32(n_groups)), body, out)
+    return jax.tree.map(lambda leaf: leaf.reshape((n_groups + 1) * group_size, *leaf.shape[2:])[:n_chains], out)
 
 
 def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
-    """`logdensity_fn` whose value and gradient, when vmapped over chains, are computed `group_size`
-    chains at a time (``lax.map`` over vectorised groups); unchanged for one chain.
+    """`logdensity_fn` whose value and gradient, when vmapped over chains, are computed in groups of
+    exactly `group_size` chains (`map_fixed_groups`: padded, a loop over vectorised groups), so a
+    chain's gradient has the same bits whatever the number of chains; unchanged for one chain.
 
     The samplers vmap BlackJAX's kernel over all chains of a device, so its many cheap vector updates
     run as a few large operations, while the costly part, the network's log density and gradient, runs
@@ -92,7 +125,7 @@ def grouped_gradients(logdensity_fn: Callable, group_size: int) -> Callable:
         position = jax.tree.map(
             lambda leaf, batched: leaf if batched else jnp.broadcast_to(leaf, (axis_size, *leaf.shape)),
             position, in_batched[0])
-        out = jax.lax.map(value_and_grad, position, batch_size=min(group_size, axis_size))
+        out = map_fixed_groups(value_and_grad, group_size, position)
         return out, jax.tree.map(lambda _: True, out)
 
     @jax.custom_vjp
@@ -115,23 +148,25 @@ def _cached_grouped_gradients(logdensity_fn: Callable, group_size: int) -> Calla
     return grouped_gradients(logdensity_fn, group_size)
 
 
-def spread_chains(logdensity_fn: Callable, initial_positions, keys, chain_batch: int | None):
+def spread_chains(logdensity_fn: Callable, initial_positions, keys, chain_batch: int | None, *,
+                  group_gradients: bool = True):
     """A block's chains laid out for the local devices: ``(mesh, positions, keys, logdensity_fn)``.
 
     Chains are split over the local devices (several CPU cores, or the job's GPU); each device vmaps the
-    kernel over its share, with log-density gradients in groups of ``chain_batch_size`` chains. Devices
-    need equal shares, so positions and keys are padded with copies of chain 0 (callers drop the chains
-    past the block's own count afterwards).
+    kernel over its share. Devices need equal shares, so positions and keys are padded with copies of
+    chain 0 (callers drop the chains past the block's own count afterwards). With `group_gradients` the
+    log density's gradients are computed in groups of exactly `kernel_group_width` chains (padded; none
+    where it is None), so a chain's gradient has the same bits in every block; samplers that run their
+    whole kernel in such groups (`map_chains`) pass False and get `logdensity_fn` back unchanged.
     """
     n_chains = jax.tree.leaves(initial_positions)[0].shape[0]
     mesh = chain_mesh(n_chains)
     n_padded = -(-n_chains // mesh.size) * mesh.size
     if n_padded > n_chains:
         initial_positions, keys = pad_chains((initial_positions, keys), n_padded)
-    n_local = n_padded // mesh.size
-    batch = chain_batch_size(chain_batch, n_local, mesh.devices.flat[0].platform)
-    if batch < n_local:
-        logdensity_fn = _cached_grouped_gradients(logdensity_fn, batch)
+    width = kernel_group_width(chain_batch, mesh.devices.flat[0].platform)
+    if group_gradients and width is not None:
+        logdensity_fn = _cached_grouped_gradients(logdensity_fn, width)
     return mesh, initial_positions, keys, logdensity_fn
 
 
@@ -162,27 +197,6 @@ def pad_chains(tree, n_padded: int):
     n_chains = jax.tree.leaves(tree)[0].shape[0]
     index = jnp.concatenate([jnp.arange(n_chains), jnp.zeros(n_padded - n_chains, int)])
     return jax.tree.map(lambda leaf: leaf[index], tree)
-
-
-def unroll_threefry_on_cpu() -> bool:
-    """Lower JAX's threefry PRNG hash unrolled on the CPU, as on GPUs: the same bits, ~3x faster.
-
-    JAX lowers it on the CPU as a 5-step loop to save compile time; the kernel draws fresh momentum
-    noise for every chain at every step, and the loop made that ~4% of a CPU sampling step. Uses
-    JAX internals: returns False (and changes nothing) where they are missing.
-    """
-    try:
-        from jax._src.random import threefry2x32
-        from jax.interpreters import mlir
-
-        mlir.register_lowering(threefry2x32.threefry2x32_p, threefry2x32._threefry2x32_lowering_rule,
-                               platform="cpu")
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-unroll_threefry_on_cpu()
 
 
 def use_cpu_cores(n_cores: int) -> None:

@@ -4,8 +4,8 @@ The unbiased counterpart of MILE's MCLMC: the same isokinetic McLachlan integrat
 transition refreshes the momentum, integrates a trajectory of about L / eps steps and accepts or
 rejects it with a Metropolis-Hastings test, so the chain targets the posterior exactly whatever the
 step size (unadjusted MCLMC carries an O(eps^2) bias that the balancedness identity detects). The
-kernel is BlackJAX 1.7.1's ``blackjax.mcmc.adjusted_mclmc_dynamic.build_kernel`` with a unit
-inverse mass matrix, full momentum refresh (``L_proposal_factor = inf``) and divergence threshold 1000.
+kernel is BlackJAX 1.7.1's ``blackjax.mcmc.adjusted_mclmc_dynamic.build_kernel`` with full momentum
+refresh (``L_proposal_factor = inf``), a diagonal inverse mass matrix and divergence threshold 1000.
 
 Trajectory lengths are jittered, as MAMS requires against resonances, by BlackJAX's quasi-random
 ``adjusted_mclmc_dynamic.trajectory_length`` (a Halton sequence over the transition index, mean
@@ -14,22 +14,32 @@ under ``vmap`` a transition costs the longest trajectory of the chains, so indep
 draws per chain would waste about half the gradients; the sequence is still independent of the
 chain's state, so each transition is a reversible MH kernel and the chain stays exact.
 
+Burn-in (``burn_in_steps`` > 0, the default): unadjusted MCLMC with MILE's tuner
+(``interplay.samplers.mclmc.run_mclmc``, energy-variance target ``burn_in_energy_var``) carries each
+chain from its warm start into the typical set, and its last fifth's draws (at most 100) give the chain's
+parameter variances. This is LAPS's design (BlackJAX ``adaptation.laps``: an unadjusted burn-in, then adjusted
+sampling) done per chain. It matters for BNNs: a warm start lies far from balance along the ReLU
+rescaling orbits, directions the likelihood does not constrain; MCLMC's long momentum memory crosses
+them in thousands of cheap steps, while MH-adjusted transitions started there with short trajectories
+crawl along them (their short-run variances then miss those directions, so L stays short). The
+unadjusted bias does not survive: every draw kept comes from the adjusted chain after its own tuning.
+
 Tuning, ``warmup_steps`` transitions split by ``phases`` (default 40% / 40% / 20%), per chain:
 
 1. Step size by dual averaging (BlackJAX's ``dual_averaging_adaptation``) towards
    ``target_accept``, trajectories of ``initial_integration_steps`` steps (L tracks eps, as in
-   BlackJAX's avg-preserving tuner).
-2. The same, while streaming means of x and x^2 give L = sqrt(sum of parameter variances), the
-   MAMS paper's (and MILE's phase-2) trajectory length, and the variances (normalised to mean 1) a
-   diagonal preconditioner (``diagonal_preconditioning``).
-3. Step size by dual averaging again at the new, fixed L; the final eps is the averaged iterate.
+   BlackJAX's avg-preserving tuner), from the burn-in's step size.
+2. The same. Without a burn-in, streaming means of x and x^2 over this phase give the variances.
+3. L = sqrt(sum of parameter variances) (the MAMS paper's, and MILE's phase-2, trajectory length),
+   the variances (normalised to mean 1) a diagonal preconditioner (``diagonal_preconditioning``);
+   step size by dual averaging again at that fixed L; the final eps is the averaged iterate.
 
 BlackJAX's ``adjusted_mclmc_find_L_and_step_size`` tunes one chain in Python-level phases; this
-module runs the same ingredients (dual averaging, streaming variances, the dynamic kernel) inside one
+module runs the same ingredients (dual averaging, variances, the dynamic kernel) inside one
 ``lax.scan`` for all chains at once, with progress reports, chain sharding and gradient groups
 shared with MILE (DESIGN.md). BlackJAX's LAPS (``adaptation.laps``) adapts an *ensemble*: its step
 size and preconditioner are functions of all chains, so chain c would change with the block it ran
-in, which this pipeline rules out (a chain depends on its own key only); it is not used.
+in, which this pipeline rules out (a chain depends on its own key only); only its burn-in idea is used.
 
 Then ``steps`` transitions keep every ``thin``-th position.
 """
@@ -51,12 +61,16 @@ from blackjax.mcmc.integrators import isokinetic_mclachlan
 from blackjax.util import incremental_value_update
 from jax.flatten_util import ravel_pytree
 
+from interplay.config import MAMS_BURN_IN_PHASES, MAMS_MIN_BURN_IN_STEPS, mams_burn_in_plan
 from interplay.samplers import (
     CHAIN_AXIS,
     check_chain_inputs,
     finish_phase,
     hashable_callback,
+    kernel_group_width,
+    map_chains,
     maybe_report,
+    mclmc,
     on_chain_shards,
     per_chain_keys,
     report_every,
@@ -67,6 +81,8 @@ from interplay.samplers import (
 GRADS_PER_STEP = 2
 # The smallest step size dual averaging may set.
 MIN_STEP_SIZE = 1e-6
+# The burn-in's keys: each chain's key folded with this (the adjusted phases split the key itself).
+BURN_IN_STREAM = 3
 
 DEFAULTS = {
     # MAMS paper (and BlackJAX's LAPS for d > 200): an acceptance rate of about 0.9 is efficient in
@@ -78,8 +94,13 @@ DEFAULTS = {
     # tuner uses 2; a few more decorrelate faster at little cost).
     "initial_integration_steps": 4,
     # A cap on the mean trajectory length L / eps: bounds the cost of one transition (it never
-    # biases the chain, only shortens trajectories of very wide posteriors).
-    "max_integration_steps": 32,
+    # biases the chain, only shortens trajectories of very wide posteriors). 1,024 is NUTS's
+    # default longest trajectory (tree depth 10); airfoil 16-16 needs ~500-1,000 (L ~ 3-7, eps ~ 0.006).
+    "max_integration_steps": 1024,
+    # Unadjusted MCLMC steps before the adjusted tuning (0: none) and their energy-variance target
+    # (start, end): a 10x smaller one than MILE's default, so the burn-in ends close to the posterior.
+    "burn_in_steps": 10000,
+    "burn_in_energy_var": (0.05, 0.01),
     # A fixed mean trajectory length in steps for phase 3 and sampling instead of L from the variances
     # (null): L then tracks eps. Posteriors whose slow directions the short phase-2 variances miss (BNN
     # rescaling orbits) need long trajectories; NUTS's trees show how long (~1,000 steps on airfoil 16-16).
@@ -110,7 +131,8 @@ def resolve_config(cfg: Mapping) -> dict:
     if missing:
         raise KeyError(f"sampler.mams lacks {missing}")
     resolved = {**DEFAULTS, **cfg}
-    for name in ("warmup_steps", "steps", "thin", "initial_integration_steps", "max_integration_steps"):
+    for name in ("warmup_steps", "steps", "thin", "initial_integration_steps", "max_integration_steps",
+                 "burn_in_steps"):
         value = resolved[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"sampler.mams.{name} must be a non-negative integer, got {value!r}")
@@ -137,7 +159,48 @@ def resolve_config(cfg: Mapping) -> dict:
     if len(phases) != 3 or min(phases) < 0 or abs(sum(phases) - 1.0) > 1e-6:
         raise ValueError(f"sampler.mams.phases must be 3 non-negative fractions summing to 1, got {phases}")
     resolved["phases"] = phases
+    energy_var = tuple(resolved["burn_in_energy_var"])
+    if len(energy_var) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0
+                                       for v in energy_var):
+        raise ValueError("sampler.mams.burn_in_energy_var must be two positive numbers (start, end), "
+                         f"got {resolved['burn_in_energy_var']!r}")
+    resolved["burn_in_energy_var"] = tuple(float(v) for v in energy_var)
+    if 0 < resolved["burn_in_steps"] < MAMS_MIN_BURN_IN_STEPS:
+        raise ValueError(f"sampler.mams.burn_in_steps must be 0 or at least {MAMS_MIN_BURN_IN_STEPS}, "
+                         f"got {resolved['burn_in_steps']}")
     return resolved
+
+
+def burn_in_config(cfg: Mapping) -> dict:
+    """The ``sampler.mclmc`` settings of the burn-in: MILE's tuner over the first steps, then MCLMC
+    sampling over the last fifth, thinned to at most 100 draws (``interplay.config.mams_burn_in_plan``)."""
+    warmup_steps, steps, thin = mams_burn_in_plan(cfg["burn_in_steps"])
+    start, end = cfg["burn_in_energy_var"]
+    return {"warmup_steps": warmup_steps, "steps": steps, "thin": thin, "phases": MAMS_BURN_IN_PHASES,
+            "energy_var_start": start, "energy_var_end": end, "chain_batch": cfg["chain_batch"]}
+
+
+def filled_per_chain(values, n_padded: int, fill: float, dtype, *trailing: int):
+    """Per-chain values (or None: all `fill`) padded with `fill` to `n_padded` chains."""
+    out = jnp.full((n_padded, *trailing), fill, dtype)
+    return out if values is None else out.at[:len(values)].set(jnp.asarray(values, dtype))
+
+
+def preconditioner(variances):
+    """A diagonal inverse mass matrix from one chain's variances (dim,): normalised to mean 1 over the
+    usable (finite, positive) entries, 1 elsewhere."""
+    usable = jnp.isfinite(variances) & (variances > 0)
+    mean = jnp.sum(jnp.where(usable, variances, 0.0), -1, keepdims=True) / jnp.maximum(
+        jnp.sum(usable, -1, keepdims=True), 1)
+    return jnp.where(usable & (mean > 0), variances / mean, 1.0)
+
+
+def flat_variances(draws, group: int | None):
+    """Per-chain variances of every parameter over the draws: (chain, dim), in ``ravel_pytree`` order,
+    computed in chain groups of width `group` (`map_chains`)."""
+    def one(chain_draws):
+        return jnp.var(jax.vmap(lambda position: ravel_pytree(position)[0])(chain_draws), axis=0)
+    return jax.jit(map_chains, static_argnums=(0, 1))(one, group, draws)
 
 
 def phase_lengths(warmup_steps: int, phases) -> tuple[int, int, int]:
@@ -174,7 +237,8 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         initial_positions: parameter pytree, leaves with a leading chain axis.
         keys: (chains, 2) PRNG keys, one per chain (a chain's result depends on its key only).
         cfg: ``sampler.mams`` (DESIGN.md).
-        progress: optional host callback ``progress(phase, step, total)`` ("warmup"/"sampling").
+        progress: optional host callback ``progress(phase, step, total)`` ("burn-in warmup",
+            "burn-in sampling", "warmup", "sampling").
 
     Returns:
         draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin.
@@ -182,31 +246,49 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
             ``n_integration_steps`` (means over the sampling transitions), ``n_divergent`` (transitions
             whose energy error passed 1000), ``rejected_all`` (no proposal accepted while sampling),
             ``diverged`` (non-finite positions or tuning), ``n_grad_evals`` (the chain's own
-            trajectories, warmup and sampling), ``energy_variance`` (NaN), ``warmup_seconds``,
-            ``sampling_seconds``.
+            trajectories: burn-in, warmup and sampling), ``energy_variance`` (NaN), ``warmup_seconds``
+            (burn-in included), ``sampling_seconds``.
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
+    start = time.perf_counter()
+    # The whole transition runs in chain groups of a fixed width (bit-identical chains in every block).
+    group = kernel_group_width(cfg["chain_batch"], jax.local_devices()[0].platform)
+    burn_grads, variances, step_size = 0, None, None
+    if cfg["burn_in_steps"]:
+        burn_keys = jax.vmap(lambda key: jax.random.fold_in(key, BURN_IN_STREAM))(jnp.asarray(keys))
+        burn_draws, burn_stats = mclmc.run_mclmc(logdensity_fn, initial_positions, burn_keys, burn_in_config(cfg),
+                                                 progress=_renamed(progress, "burn-in"))
+        initial_positions = jax.tree.map(lambda leaf: leaf[:, -1], burn_draws)
+        variances = flat_variances(burn_draws, group)
+        step_size = np.where(np.isfinite(burn_stats["step_size"]), burn_stats["step_size"],
+                             cfg["initial_step_size"])
+        burn_grads = np.asarray(burn_stats["n_grad_evals"], np.int64)
     mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
-                                                                 cfg["chain_batch"])
+                                                                 cfg["chain_batch"], group_gradients=False)
     n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
     progress = hashable_callback(progress)
     tune_keys, sample_keys = per_chain_keys(keys, 2)
     warmup_steps = cfg["warmup_steps"]
     n1, n2, n3 = phase_lengths(warmup_steps, cfg["phases"])
     static = {"logdensity_fn": logdensity_fn, "max_steps": cfg["max_integration_steps"], "mesh": mesh,
-              "progress": progress}
+              "progress": progress, "group": group}
 
-    start = time.perf_counter()
-    states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh)
+    states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
     dtype = jnp.result_type(*jax.tree.leaves(initial_positions))
-    step_size = jnp.full((n_padded,), cfg["initial_step_size"], dtype)
     dim = int(sum(np.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(initial_positions)))
-    tuning = Tuning(jax.vmap(_da_init)(step_size), step_size,
-                    step_size * cfg["initial_integration_steps"], jnp.ones((n_padded, dim), dtype))
+    step_size = filled_per_chain(step_size, n_padded, cfg["initial_step_size"], dtype)
+    given = variances is not None
+    variances = filled_per_chain(variances, n_padded, 1.0, dtype, dim)
+    inverse_mass_matrix = jnp.ones((n_padded, dim), dtype)
+    if given and cfg["diagonal_preconditioning"]:
+        inverse_mass_matrix = jax.jit(map_chains, static_argnums=(0, 1))(preconditioner, group, variances)
+    tuning = _init_tuning(step_size, inverse_mass_matrix, initial_steps=cfg["initial_integration_steps"],
+                          group=group)
     states, tuning, warmup_steps_taken = _tune(
-        states, tuning, tune_keys, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2, n3=n3,
-        precondition=bool(cfg["diagonal_preconditioning"]), fixed_steps=cfg["integration_steps"] or 0, **static)
+        states, tuning, tune_keys, variances, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2,
+        n3=n3, precondition=bool(cfg["diagonal_preconditioning"]), given_variances=given,
+        fixed_steps=cfg["integration_steps"] or 0, **static)
     warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
 
     start = time.perf_counter()
@@ -227,8 +309,8 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         "n_divergent": np.asarray(n_divergent[drop], np.int64),
         "rejected_all": np.asarray(accepted[drop] == 0),
         "diverged": np.asarray(~finite[drop]),
-        "n_grad_evals": 1 + GRADS_PER_STEP * (np.asarray(warmup_steps_taken[drop], np.int64)
-                                              + np.asarray(sampling_steps_taken[drop], np.int64)),
+        "n_grad_evals": burn_grads + 1 + GRADS_PER_STEP * (np.asarray(warmup_steps_taken[drop], np.int64)
+                                                           + np.asarray(sampling_steps_taken[drop], np.int64)),
         "energy_variance": nan,
         "warmup_seconds": np.full(n_chains, warmup_seconds),
         "sampling_seconds": np.full(n_chains, sampling_seconds),
@@ -237,37 +319,56 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     return draws, stats
 
 
+def _renamed(progress, prefix: str):
+    """`progress` with its phase names prefixed (None stays None)."""
+    if progress is None:
+        return None
+    return lambda phase, step, total: progress(f"{prefix} {phase}", step, total)
+
+
 _da_init, _da_update, _da_final = dual_averaging_adaptation(target=0.0)  # init/final ignore the target
 
 
-def _chains_transition(logdensity_fn, states, tuning: Tuning, keys, t, max_steps):
-    """One MAMS transition of every chain (own key, eps and L); transition index t seeds the keys."""
-    step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+def _transition(logdensity_fn, key, state, tuning: Tuning, t, max_steps):
+    """One MAMS transition of one chain (own key, eps and L); transition index t seeds the key."""
     mean_steps = mean_integration_steps(tuning, max_steps)
-
-    def one(key, state, step_size, mean, inverse_mass_matrix):
-        return _KERNEL(key, state, logdensity_fn, step_size, jnp.inf, inverse_mass_matrix, (mean,))
-
-    return jax.vmap(one)(step_keys, states, tuning.step_size, mean_steps, tuning.inverse_mass_matrix)
+    return _KERNEL(jax.random.fold_in(key, t), state, logdensity_fn, tuning.step_size, jnp.inf,
+                   tuning.inverse_mass_matrix, (mean_steps,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "mesh"))
-def _init_states(positions, *, logdensity_fn, mesh):
+def _chains_transition(logdensity_fn, states, tuning: Tuning, keys, t, max_steps, group):
+    """One MAMS transition of every chain, in chain groups of width `group` (`map_chains`: every
+    per-chain operation, elementwise ones included, has the same bits in every block)."""
+    return map_chains(lambda key, state, chain_tuning: _transition(logdensity_fn, key, state, chain_tuning, t,
+                                                                   max_steps), group, keys, states, tuning)
+
+
+@partial(jax.jit, static_argnames=("initial_steps", "group"))
+def _init_tuning(step_size, inverse_mass_matrix, *, initial_steps, group):
+    """Every chain's tuning state at its initial step size (trajectories of `initial_steps` steps)."""
+    def one(eps, imm):
+        return Tuning(_da_init(eps), eps, eps * initial_steps, imm)
+    return map_chains(one, group, step_size, inverse_mass_matrix)
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "mesh", "group"))
+def _init_states(positions, *, logdensity_fn, mesh, group):
     # random_generator_arg is the transition index (Halton trajectory lengths), 0 for every chain.
-    init = jax.vmap(lambda pos: bj_mams.init(pos, logdensity_fn, jnp.zeros((), jnp.int32)))
+    def init(positions):
+        return map_chains(lambda pos: bj_mams.init(pos, logdensity_fn, jnp.zeros((), jnp.int32)), group, positions)
     return on_chain_shards(init, mesh, (positions,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "fixed_steps", "max_steps",
-                                   "mesh", "progress"))
-def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, precondition, fixed_steps, max_steps,
-          mesh, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "given_variances",
+                                   "fixed_steps", "max_steps", "mesh", "progress", "group"))
+def _tune(states, tuning, keys, given, target_accept, *, logdensity_fn, n1, n2, n3, precondition, given_variances,
+          fixed_steps, max_steps, mesh, progress, group):
     """The three tuning phases (module docstring)."""
     total = n1 + n2 + n3
     every = report_every(total)
     da_update = dual_averaging_adaptation(target=target_accept)[1]
 
-    def local(states, tuning, keys):
+    def local(states, tuning, keys, given):
         n_chains = keys.shape[0]
         first = jax.lax.axis_index(CHAIN_AXIS) == 0
         dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
@@ -279,58 +380,62 @@ def _tune(states, tuning, keys, target_accept, *, logdensity_fn, n1, n2, n3, pre
             L = jnp.where(track_L, tuning.L * step_size / tuning.step_size, tuning.L)
             return Tuning(dual_averaging, step_size, L, tuning.inverse_mass_matrix)
 
-        def body(carry, t):
-            states, tuning, stream, reference, steps_taken = carry
-            states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps)
-            tuning = jax.vmap(adapt, in_axes=(0, 0, None))(tuning, info.acceptance_rate,
-                                                           (t < n1 + n2) | (fixed_steps > 0))
-            flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
+        def body_one(key, state, tuning, stream, reference, steps_taken, t):
+            # One chain's transition, step-size update and phase-2 moments.
+            state, info = _transition(logdensity_fn, key, state, tuning, t, max_steps)
+            tuning = adapt(tuning, info.acceptance_rate, (t < n1 + n2) | (fixed_steps > 0))
+            flat = ravel_pytree(state.position)[0]
             reference = jnp.where(t == n1, flat, reference)
             # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
             shifted = flat - reference
             in_phase2 = ((t >= n1) & (t < n1 + n2)).astype(flat.dtype)
-            stream = jax.vmap(lambda value, s: incremental_value_update(value, s, weight=in_phase2))(
-                jnp.stack([shifted, jnp.square(shifted)], axis=1), stream)
-            maybe_report(progress, "warmup", t + 1, total, every, when=first)
-            return (states, tuning, stream, reference, steps_taken + info.num_integration_steps), None
+            stream = incremental_value_update(jnp.stack([shifted, jnp.square(shifted)]), stream, weight=in_phase2)
+            return state, tuning, stream, reference, steps_taken + info.num_integration_steps
 
-        def end_phase2(tuning, stream):
-            # L = sqrt(sum of variances); eps restarts from the averaged phase-1-2 iterate.
-            _, moments = stream
-            variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
-            L = jnp.sqrt(jnp.sum(variances, axis=-1))
+        def body(carry, t):
+            carry = map_chains(lambda *chain: body_one(*chain, t), group, keys, *carry)
+            maybe_report(progress, "warmup", t + 1, total, every, when=first)
+            return carry, None
+
+        def end_phase2_one(tuning: Tuning, moments, given):
+            # One chain: L = sqrt(sum of variances) (the burn-in's, or phase 2's); eps restarts from the
+            # averaged phase-1-2 iterate.
+            variances = given if given_variances else jnp.maximum(moments[1] - jnp.square(moments[0]), 0.0)
+            L = jnp.sqrt(jnp.sum(variances))
             step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
             L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
             if fixed_steps:
                 L = fixed_steps * step_size
-            inverse_mass_matrix = tuning.inverse_mass_matrix
-            if precondition:
-                usable = jnp.isfinite(variances) & (variances > 0)
-                mean = jnp.sum(jnp.where(usable, variances, 0.0), -1, keepdims=True) / jnp.maximum(
-                    jnp.sum(usable, -1, keepdims=True), 1)
-                inverse_mass_matrix = jnp.where(usable & (mean > 0), variances / mean, 1.0)
-            return Tuning(jax.vmap(_da_init)(step_size), step_size, L, inverse_mass_matrix)
+            inverse_mass_matrix = preconditioner(variances) if precondition else tuning.inverse_mass_matrix
+            return Tuning(_da_init(step_size), step_size, L, inverse_mass_matrix)
+
+        def end_phase2(tuning, stream):  # per-chain reductions in fixed groups: a chain's bits never change
+            return map_chains(end_phase2_one, group, tuning, stream[1], given)
 
         stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
         carry = (states, tuning, stream, jnp.zeros((n_chains, dim)), jnp.zeros((n_chains,), jnp.int32))
         carry, _ = jax.lax.scan(body, carry, jnp.arange(n1 + n2))
         states, tuning, stream, reference, steps_taken = carry
-        if n2 > 1:
+        if n2 > 1 or given_variances:
             tuning = end_phase2(tuning, stream)
         carry, _ = jax.lax.scan(body, (states, tuning, stream, reference, steps_taken),
                                 jnp.arange(n1 + n2, total))
         states, tuning, _, _, steps_taken = carry
-        if total > 0:
-            tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
-        if fixed_steps:  # L tracked the last iterate; keep the fixed trajectory at the averaged one
-            tuning = tuning._replace(L=fixed_steps * tuning.step_size)
-        return states, tuning, steps_taken
 
-    return on_chain_shards(local, mesh, (states, tuning, keys))
+        def final_one(tuning: Tuning):  # the averaged iterate (and a fixed trajectory at it)
+            if total > 0:
+                tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
+            if fixed_steps:  # L tracked the last iterate; keep the fixed trajectory at the averaged one
+                tuning = tuning._replace(L=fixed_steps * tuning.step_size)
+            return tuning
+
+        return states, map_chains(final_one, group, tuning), steps_taken
+
+    return on_chain_shards(local, mesh, (states, tuning, keys, given))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "max_steps", "mesh", "progress"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, max_steps, mesh, progress):
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "max_steps", "mesh", "progress", "group"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, max_steps, mesh, progress, group):
     """Sampling: n_draws * thin transitions, keeping every thin-th position."""
     total = n_draws * thin
     every = report_every(total)
@@ -341,7 +446,7 @@ def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, max_steps, me
 
         def step(carry, t):
             states, accepted, divergent, steps_taken = carry
-            states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps)
+            states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps, group)
             maybe_report(progress, "sampling", t + 1, total, every, when=first)
             return (states, accepted + info.is_accepted, divergent + info.is_divergent,
                     steps_taken + info.num_integration_steps), None

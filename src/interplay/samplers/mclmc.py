@@ -2,7 +2,8 @@
 
 Every chain has its own state, step size and L; all chains advance together (``vmap`` inside
 ``lax.scan``), split over the local devices (``shard_map``: one per CPU core in use, or the GPU),
-with the log density's gradients computed in groups of ``chain_batch`` chains (DESIGN.md). The
+each device's chains in vectorised groups of exactly ``chain_batch`` chains (padded; `map_chains`), so a
+chain's draws have the same bits whatever block ran it (DESIGN.md). The
 kernel is BlackJAX 1.7.1's ``blackjax.mcmc.mclmc.build_kernel`` with the isokinetic McLachlan
 integrator and a unit (diagonal) inverse mass matrix.
 
@@ -14,8 +15,10 @@ Warmup of ``warmup_steps`` steps, split by ``phases`` (default 80% / 10% / 10%):
    that produced non-finite values).
 2. The same, while streaming averages of x and x^2 (weighted by the step size) give
    L = sqrt(sum of parameter variances).
-3. eps and L fixed; L = 0.4 * eps * mean over parameters of (steps / ESS) from the phase-3
-   trace (``blackjax.diagnostics.effective_sample_size``).
+3. eps and L fixed; L = 0.4 * eps * mean over parameters of (steps / ESS), the ESS of every
+   parameter over the phase's steps estimated while the chains run (``autocorrelation``: Geyer's
+   initial positive sequence on a ladder of block means, as ``blackjax.diagnostics.
+   effective_sample_size`` on the stored trace, in memory per chain independent of the phase's length).
 
 The desired energy variance per dimension decays linearly from ``energy_var_start`` to
 ``energy_var_end`` over phases 1 and 2 (MILE). BlackJAX's own ``mclmc_find_L_and_step_size``
@@ -53,9 +56,12 @@ from jax.flatten_util import ravel_pytree
 
 from interplay.samplers import (
     CHAIN_AXIS,
+    autocorrelation,
     check_chain_inputs,
     finish_phase,
     hashable_callback,
+    kernel_group_width,
+    map_chains,
     maybe_report,
     on_chain_shards,
     per_chain_keys,
@@ -77,15 +83,17 @@ DEFAULTS = {
     "n_eff": 100,
     "trust": 1.5,
     "initial_step_size": 0.01,
-    # Memory bounds of the phase-3 trace used for the ESS (per chain: samples x parameters
-    # floats); MILE's limits. Evenly spaced parameters and steps are kept beyond them.
-    "ess_max_params": 2000,
-    "ess_max_samples": 10000,
-    # Chains per gradient group on a device (None: 4 on a CPU, all on a GPU; a cap bounds the
-    # memory of huge blocks). The kernel's own updates are always vectorised over all chains.
+    # Chains per vectorised group on a device (None: 4 on a CPU, all on a GPU; a cap bounds the
+    # memory of huge blocks): the kernel, its gradients and every per-chain tuning estimate.
     "chain_batch": None,
 }
 REQUIRED = ("warmup_steps", "steps", "thin")
+# Settings that no longer exist, with why (an error names them rather than silently ignoring them).
+RETIRED = {
+    name: "was retired: phase-3 tuning no longer stores a trace (its ESS is streamed, in memory "
+          "independent of the phase's length, over all parameters); remove the key"
+    for name in ("ess_max_samples", "ess_max_params")
+}
 
 
 class TuningState(NamedTuple):
@@ -107,7 +115,10 @@ def resolve_config(cfg: Mapping) -> dict:
     if missing:
         raise KeyError(f"sampler.mclmc lacks {missing}")
     resolved = {**DEFAULTS, **cfg}
-    for name in ("warmup_steps", "steps", "thin", "n_eff", "ess_max_params", "ess_max_samples"):
+    retired = [name for name in RETIRED if name in cfg]
+    if retired:
+        raise ValueError("; ".join(f"sampler.mclmc.{name} {RETIRED[name]}" for name in retired))
+    for name in ("warmup_steps", "steps", "thin", "n_eff"):
         value = resolved[name]
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ValueError(f"sampler.mclmc.{name} must be a non-negative integer, got {value!r}")
@@ -119,8 +130,6 @@ def resolve_config(cfg: Mapping) -> dict:
             resolved["chain_batch"], (int, np.integer)) or resolved["chain_batch"] < 1):
         raise ValueError(f"sampler.mclmc.chain_batch must be a positive integer or null, got "
                          f"{resolved['chain_batch']!r}")
-    if resolved["ess_max_params"] < 1 or resolved["ess_max_samples"] < 2:
-        raise ValueError("sampler.mclmc.ess_max_params must be >= 1 and ess_max_samples >= 2")
     for name in ("energy_var_start", "energy_var_end", "n_eff", "trust", "initial_step_size"):
         value = resolved[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
@@ -165,24 +174,22 @@ def l_from_ess(ess: jnp.ndarray, n_steps: int, step_size, fallback_L):
     return jnp.where(jnp.any(finite), L_FACTOR * step_size * mean_tau, fallback_L)
 
 
-def ess_coordinates(dim: int, max_params: int) -> np.ndarray:
-    """Evenly spaced flat-parameter indices used for the phase-3 ESS (all if dim <= max_params)."""
-    return np.unique(np.round(np.linspace(0, dim - 1, min(dim, max_params))).astype(np.int64))
-
-
 # ----------------------------------------------------------------------------- driver
 
 
 def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
-              progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+              progress: Callable[[str, int, int], None] | None = None,
+              full_trace_ess: bool = False) -> tuple[dict, dict]:
     """Tune and run MCLMC for all chains at once.
 
     Args:
         logdensity_fn: unnormalised log density of ONE parameter pytree.
         initial_positions: parameter pytree, leaves with a leading chain axis.
         keys: (chains, 2) PRNG keys, one per chain (a chain's result depends on its key only).
-        cfg: ``sampler.mclmc`` (DESIGN.md); optional ``ess_max_params``/``ess_max_samples``
-            bound the phase-3 trace (chains x samples x params floats).
+        cfg: ``sampler.mclmc`` (DESIGN.md).
+        full_trace_ess: phase 3 stores its trace (chains x steps x parameters floats) and takes the ESS
+            from ``blackjax.diagnostics.effective_sample_size``: the reference the streamed estimate is
+            checked against (tests, benchmarks/bench_tuning_memory.py), for small runs only.
         progress: optional host callback ``progress(phase, step, total)``, phase ``"warmup"``
             or ``"sampling"``, called about 100 times per phase.
 
@@ -198,8 +205,10 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     """
     cfg = resolve_config(cfg)
     n_chains = check_chain_inputs(initial_positions, keys)
+    # The whole kernel (gradients and every per-chain reduction) runs in chain groups of a fixed width.
     mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
-                                                                 cfg["chain_batch"])
+                                                                 cfg["chain_batch"], group_gradients=False)
+    group = kernel_group_width(cfg["chain_batch"], mesh.devices.flat[0].platform)
     n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
     progress = hashable_callback(progress)
     init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
@@ -216,7 +225,7 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     }
 
     start = time.perf_counter()
-    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn, mesh=mesh)
+    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
     # MILE starts from L = max(sqrt(dim), 15); eps from the config.
     dtype = jnp.result_type(*jax.tree.leaves(one_position))
     tuning = TuningState(
@@ -228,21 +237,21 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     )
     if n1 + n2 > 0:
         states, tuning = _tune_step_size_and_L(states, tuning, tune_keys, targets, logdensity_fn=logdensity_fn,
-                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, mesh=mesh)
+                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, mesh=mesh,
+                                               group=group)
     if n3 >= 2:
-        stride = -(-n3 // cfg["ess_max_samples"])  # ceil: keep at most ess_max_samples positions
-        coords = jnp.asarray(ess_coordinates(dim, cfg["ess_max_params"]))
-        states, tuning = _tune_L_by_ess(states, tuning, ess_keys, coords, logdensity_fn=logdensity_fn,
-                                        offset=n1 + n2, n3=n3, stride=stride, total=warmup_steps,
-                                        progress=progress, mesh=mesh)
+        states, tuning = _tune_L_by_ess(states, tuning, ess_keys, logdensity_fn=logdensity_fn, offset=n1 + n2,
+                                        n3=n3, total=warmup_steps, progress=progress, mesh=mesh, group=group,
+                                        full_trace=full_trace_ess)
     elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
-        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3, mesh=mesh)
+        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3, mesh=mesh,
+                              group=group)
     warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
 
     start = time.perf_counter()
     states, draws, energy_sq_sum, any_nonfinite = _sample(
         states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
-        n_draws=cfg["steps"] // cfg["thin"], progress=progress, mesh=mesh)
+        n_draws=cfg["steps"] // cfg["thin"], progress=progress, mesh=mesh, group=group)
     sampling_seconds = finish_phase(progress, "sampling", cfg["steps"], draws, start)
 
     final_finite = jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position)
@@ -254,7 +263,8 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     stats = {
         "step_size": np.asarray(tuning.step_size),
         "L": np.asarray(tuning.L),
-        "energy_variance": np.asarray(energy_sq_sum / (cfg["steps"] * dim)),
+        # On the host: XLA's division by a constant rounds differently with the array's length.
+        "energy_variance": np.asarray(energy_sq_sum) / np.float32(cfg["steps"] * dim),
         "diverged": np.asarray(diverged, dtype=bool),
         "n_grad_evals": np.full(n_chains, 1 + GRADS_PER_STEP * (warmup_steps + cfg["steps"]), dtype=np.int64),
         "warmup_seconds": np.full(n_chains, warmup_seconds),
@@ -266,19 +276,22 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 _KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
 
 
-def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t):
-    """One MCLMC step of every chain (own key, L and step size); step index t seeds the keys."""
+def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t, group):
+    """One MCLMC step of every chain (own key, L and step size), in chain groups of width `group`
+    (`map_chains`); step index t seeds the keys."""
     step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
 
     def one(key, state, L, step_size):
         return _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
 
-    return jax.vmap(one)(step_keys, states, tuning.L, tuning.step_size)
+    return map_chains(one, group, step_keys, states, tuning.L, tuning.step_size)
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "mesh"))
-def _init_states(positions, keys, *, logdensity_fn, mesh):
-    init = jax.vmap(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key))
+@partial(jax.jit, static_argnames=("logdensity_fn", "mesh", "group"))
+def _init_states(positions, keys, *, logdensity_fn, mesh, group):
+    def init(positions, keys):
+        return map_chains(lambda pos, key: bj_mclmc.init(pos, logdensity_fn, key), group, positions, keys)
+
     return on_chain_shards(init, mesh, (positions, keys))
 
 
@@ -287,8 +300,8 @@ def _first_shard():
     return jax.lax.axis_index(CHAIN_AXIS) == 0
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "mesh"))
-def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, mesh):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "mesh", "group"))
+def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, mesh, group):
     """Phases 1 and 2: step-size adaptation under the decaying energy-variance target, then L."""
     dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
     every = report_every(n1 + n2)
@@ -326,8 +339,8 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
             flat = jax.vmap(lambda pos: ravel_pytree(pos)[0])(states.position)
             reference = jnp.where(t == n1, flat, reference)
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-            states, tuning, stream = jax.vmap(
-                lambda *chain_args: chain_step(*chain_args, desired_var, accumulate))(
+            states, tuning, stream = map_chains(
+                lambda *chain_args: chain_step(*chain_args, desired_var, accumulate), group,
                 states, tuning, stream, reference, step_keys)
             maybe_report(progress, "warmup", t + 1, total, every, when=first)
             return (states, tuning, stream, reference), None
@@ -337,55 +350,66 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
         (states, tuning, stream, _), _ = jax.lax.scan(body, (states, tuning, stream, reference),
                                                       jnp.arange(n1 + n2))
         if n2 > 1:
-            _, moments = stream
-            variances = jnp.maximum(moments[:, 1] - jnp.square(moments[:, 0]), 0.0)
-            tuning = tuning._replace(L=jnp.sqrt(jnp.sum(variances, axis=-1)))
+            def chain_L(moments):
+                return jnp.sqrt(jnp.sum(jnp.maximum(moments[1] - jnp.square(moments[0]), 0.0)))
+
+            tuning = tuning._replace(L=map_chains(chain_L, group, stream[1]))
         return states, tuning
 
     return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "stride", "total", "progress", "mesh"))
-def _tune_L_by_ess(states, tuning, keys, coords, *, logdensity_fn, offset, n3, stride, total, progress, mesh):
-    """Phase 3: fixed eps and L; L from the ESS of (a bounded subset of) the trace."""
-    n_stored = n3 // stride
+@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "total", "progress", "mesh", "group",
+                                   "full_trace"))
+def _tune_L_by_ess(states, tuning, keys, *, logdensity_fn, offset, n3, total, progress, mesh, group, full_trace):
+    """Phase 3: fixed eps and L; L from every parameter's ESS over the n3 steps, estimated while the
+    chains run (`autocorrelation`: memory per chain independent of n3, no trace is stored), or, with
+    `full_trace`, by BlackJAX from the stored trace (the reference: chains x n3 x dim floats)."""
     every = report_every(n3)
+    levels = autocorrelation.levels_for(n3)
+
+    def flat(state):
+        return ravel_pytree(state.position)[0]
 
     def local(states, tuning, keys):
         first = _first_shard()
+        # Per chain, in fixed-width groups (a chain's bits must not depend on the number of chains).
+        estimates = None if full_trace else map_chains(
+            lambda state: autocorrelation.init(flat(state), levels), group, states)
 
-        def advance(states, t):
-            states, _ = _chains_step(logdensity_fn, states, tuning, keys, t)
+        def advance(carry, t):
+            states, estimates = carry
+            states, _ = _chains_step(logdensity_fn, states, tuning, keys, t, group)
             maybe_report(progress, "warmup", offset + t + 1, total, every, when=first)
-            return states, None
+            if full_trace:
+                return (states, None), jax.vmap(flat)(states)
+            estimates = map_chains(lambda est, state: autocorrelation.update(est, flat(state)), group,
+                                   estimates, states)
+            return (states, estimates), None
 
-        def record(states, s):
-            states, _ = jax.lax.scan(advance, states, s * stride + jnp.arange(stride))
-            return states, jax.vmap(lambda pos: ravel_pytree(pos)[0][coords])(states.position)
-
-        states, trace = jax.lax.scan(record, states, jnp.arange(n_stored))
-        # Remaining steps beyond the last stored position (when stride does not divide n3).
-        states, _ = jax.lax.scan(advance, states, jnp.arange(n_stored * stride, n3))
-        trace = jnp.swapaxes(trace, 0, 1)  # (chain, sample, coordinate)
-        ess = jax.lax.map(lambda chain_trace: effective_sample_size(chain_trace[None]), trace,
-                          batch_size=min(trace.shape[0], 16))
-        new_L = jax.vmap(l_from_ess, in_axes=(0, None, 0, 0))(ess, n_stored * stride, tuning.step_size, tuning.L)
+        (states, estimates), trace = jax.lax.scan(advance, (states, estimates), jnp.arange(n3))
+        if full_trace:
+            ess = jax.vmap(lambda chain_trace: effective_sample_size(chain_trace[None]))(jnp.swapaxes(trace, 0, 1))
+        else:
+            ess = map_chains(autocorrelation.effective_sample_size, group, estimates)
+        new_L = map_chains(lambda ess, step_size, L: l_from_ess(ess, n3, step_size, L), group,
+                           ess, tuning.step_size, tuning.L)
         return states, tuning._replace(L=new_L)
 
     return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps", "mesh"))
-def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, mesh):
+@partial(jax.jit, static_argnames=("logdensity_fn", "n_steps", "mesh", "group"))
+def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, mesh, group):
     def local(states, tuning, keys):
-        return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t)[0], None),
+        return jax.lax.scan(lambda st, t: (_chains_step(logdensity_fn, st, tuning, keys, t, group)[0], None),
                             states, jnp.arange(n_steps))[0]
 
     return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "mesh"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mesh):
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "mesh", "group"))
+def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mesh, group):
     """Sampling: n_draws * thin steps, keeping every thin-th position."""
     total = n_draws * thin
     every = report_every(total)
@@ -394,11 +418,16 @@ def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mes
         n_chains = keys.shape[0]
         first = _first_shard()
 
+        def chain_step(key, state, L, step_size, energy_sq_sum, any_nonfinite):
+            state, info = _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
+            # Summed inside the chain's group too: fused with block-shaped code, the sum's rounding varied.
+            return state, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans
+
         def step(carry, t):
-            states, energy_sq_sum, any_nonfinite = carry
-            states, info = _chains_step(logdensity_fn, states, tuning, keys, t)
+            step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
+            carry = map_chains(chain_step, group, step_keys, carry[0], tuning.L, tuning.step_size, *carry[1:])
             maybe_report(progress, "sampling", t + 1, total, every, when=first)
-            return (states, energy_sq_sum + jnp.square(info.energy_change), any_nonfinite | ~info.nonans), None
+            return carry, None
 
         def draw(carry, d):
             carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))

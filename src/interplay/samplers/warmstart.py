@@ -39,8 +39,13 @@ def mean_nll(model, params, x, y) -> jnp.ndarray:
 
 
 def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, keys, cfg: Mapping, *,
-                             progress: Callable[[str, int, int], None] | None = None):
-    """`train_ensemble`, also returning the number of epochs each member trained (chain,)."""
+                             progress: Callable[[str, int, int], None] | None = None,
+                             group_width: int | None = None):
+    """`train_ensemble`, also returning the number of epochs each member trained (chain,).
+
+    `group_width` fixes the members trained together (default `chain_group_width`: 4 on a CPU, all on a
+    GPU); benchmarks/bench_memory.py sets it to lay out a GPU's program on the CPU.
+    """
     del prior  # the members are trained on the likelihood; AdamW's decay is their only regulariser
     _check_cfg(cfg)
     x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train)
@@ -111,7 +116,7 @@ def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, k
     keys = jnp.asarray(keys)
     # Members train in groups of a fixed width (padded; one while loop each), so a member's arithmetic has
     # the same shapes, hence the same bits, whatever the number of members trained with it (DESIGN.md).
-    width = chain_group_width(None, keys.shape[0], jax.devices()[0].platform)
+    width = group_width or chain_group_width(None, keys.shape[0], jax.devices()[0].platform)
 
     @jax.jit
     def train_groups(keys):

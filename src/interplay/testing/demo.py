@@ -1,6 +1,6 @@
 """A small synthetic study in the pipeline's formats, to draw every figure without sampling.
 
-`write_demo_study(root)` writes posterior files (interplay.analysis.synthetic) and runs the real
+`write_demo_study(root)` writes posterior files (interplay.testing.posteriors) and runs the real
 analyses on them, then returns the `FigureData` of every figure. The draws have known structure:
 - prior draws (N(0, tau^2)) for the under/overparametrized nets, so balancedness holds exactly in
   expectation and the marginals conform to the prior;
@@ -8,7 +8,7 @@ analyses on them, then returns the `FigureData` of every figure. The draws have 
 - "MILE" correlation runs whose parameters share one latent factor per chain (within-chain
   correlation `CORRELATION` between every pair) against "MFVI" runs with independent parameters.
 Used by tests/test_figures*.py and handy for restyling figures quickly:
-``python -c "from interplay.figures import demo; demo.render_all('/tmp/demo')"``.
+``python -c "from interplay.testing import demo; demo.render_all('/tmp/demo')"``.
 """
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ import numpy as np
 
 from interplay.analysis import (
     analyse_balancedness,
+    analyse_bias_marginals,
     analyse_conformity,
     analyse_cumulative_lppd,
     analyse_diagnostics,
+    analyse_flat_likelihood,
+    analyse_jacobian,
     analyse_predictive,
     analyse_reallocation,
 )
-from interplay.analysis import synthetic as syn
 from interplay.figures.data import FigureData
+from interplay.testing import posteriors as syn
 
 CORRELATION = 0.6
 N_TEST = 40
@@ -91,14 +94,28 @@ def _write(root: Path, run: dict, draws: dict, scales: dict, rng, *, predictive:
     return str(path)
 
 
+def posterior_inputs(posterior: str) -> tuple[int]:
+    """(input width,) of a posterior file's network."""
+    from interplay.analysis.posterior_files import group_variables
+
+    return (group_variables(posterior, "posterior")["kernel_0"].shape[2],)
+
+
 def _analyse(root: Path, run: dict, posterior: str, analyses: Sequence[str]) -> dict[tuple[str, str], str]:
     functions = {"balancedness": analyse_balancedness, "conformity": analyse_conformity,
                  "predictive": analyse_predictive, "cumulative_lppd": analyse_cumulative_lppd,
-                 "reallocation": analyse_reallocation, "diagnostics": analyse_diagnostics}
+                 "reallocation": analyse_reallocation, "diagnostics": analyse_diagnostics,
+                 "bias_marginals": analyse_bias_marginals, "flat_likelihood": analyse_flat_likelihood,
+                 "jacobian": analyse_jacobian}
     tables = {}
+    n_in = next(iter(posterior_inputs(posterior)))
+    x_train = np.random.default_rng(0).standard_normal((100, n_in))
     for analysis in analyses:
         out = root / "analysis" / run["name"] / f"{analysis}.csv"
-        functions[analysis](posterior, out, run)
+        extra = {"x_train": x_train, "max_draws": 100} if analysis in ("flat_likelihood", "jacobian") else {}
+        if analysis == "flat_likelihood":
+            extra["threshold"] = 0.5  # prior draws have few redundant units at the calibrated threshold
+        functions[analysis](posterior, out, run, **extra)
         tables[(run["name"], analysis)] = str(out)
     return tables
 
@@ -122,7 +139,8 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
         widths = syn.layer_widths(N_IN, hidden, 1 if likelihood == "mean_regr" else 2)
         scales = syn.prior_scales(widths, 1.0)
         add(run, syn.prior_draws(rng, widths, scales, chains, draws, autocorrelation=0.3), scales,
-            ["balancedness", "conformity", "predictive", "cumulative_lppd"])
+            ["balancedness", "conformity", "predictive", "cumulative_lppd"]
+            + (["bias_marginals"] if name == "demo-over" else []))
     # width/depth set for conformity
     depth_runs = []
     for hidden in ((4,), (4, 4), (8, 8)):
@@ -130,7 +148,8 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
         run = _run(name, dataset="concrete", hidden=hidden, likelihood="mean_regr", chains=chains)
         widths = syn.layer_widths(8, hidden, 1)
         scales = syn.prior_scales(widths, 1.0)
-        add(run, syn.prior_draws(rng, widths, scales, chains, draws), scales, ["conformity"])
+        add(run, syn.prior_draws(rng, widths, scales, chains, draws), scales,
+            ["conformity"] + (["flat_likelihood", "jacobian"] if hidden == (4,) else []))
         depth_runs.append(name)
     # 1-M-1 toy grid
     toy_runs = []
@@ -164,13 +183,16 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
                 scales = syn.prior_scales(widths, tau)
                 add(run, syn.prior_draws(rng, widths, scales, 4, 20), scales, ["predictive"])
                 grid_runs.append(name)
-        for kind in ("mile", "de", "mfvi"):
+        for kind in ("mile", "de", "mfvi", "laplace"):
+            n_chains = 1 if kind in ("mfvi", "laplace") else 4  # the paper's baselines: one fit per seed
             for s in (1, 2, 3):
                 name = f"demo-uci-{dataset}-{kind}-seed{s}"
-                run = _run(name, dataset=dataset, hidden=(4,), likelihood="mean_regr", kind=kind, chains=4, seed=s)
+                run = _run(name, dataset=dataset, hidden=(4,), likelihood="mean_regr", kind=kind, chains=n_chains,
+                           seed=s)
                 widths = syn.layer_widths(N_IN, (4,), 1)
                 scales = syn.prior_scales(widths, 1.0)
-                add(run, syn.prior_draws(rng, widths, scales, 4, 1 if kind == "de" else 20), scales, ["predictive"])
+                add(run, syn.prior_draws(rng, widths, scales, n_chains, 1 if kind == "de" else 20), scales,
+                    ["predictive"])
                 uci_runs.append(name)
 
     # sampler bias: exact draws (adjusted samplers) and draws with an inflated kernel (a biased one)
@@ -205,6 +227,9 @@ def write_demo_study(root, *, chains: int = 12, draws: int = 150, seed: int = 0)
         "lppd_grid": data({}, members=grid_runs),
         "uci_benchmark": data({}, members=uci_runs),
         "sampler_bias": data({}, members=bias_runs),
+        "bias_marginals": data({}, members=["demo-over"]),
+        "flat_likelihood": data({}, members=[depth_runs[0]]),
+        "jacobian": data({}, members=[depth_runs[0]]),
     }
 
 

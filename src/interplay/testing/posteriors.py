@@ -16,7 +16,7 @@ import netCDF4
 import numpy as np
 import xarray as xr
 
-from interplay.config import per_layer_values
+from interplay.specs import leaf_dims, leaf_layer, leaf_prior_scales
 
 
 def layer_widths(n_in: int, hidden: Sequence[int], n_out: int) -> list[int]:
@@ -42,15 +42,7 @@ def make_run(name: str = "synthetic", *, hidden: Sequence[int] = (8, 8), activat
 def prior_scales(widths: Sequence[int], scale=1.0, bias_scale=None, bias: bool = True,
                  bias_prior: str = "gaussian") -> dict[str, float | None]:
     """Per-variable prior scale as the sampler writes it (None: flat bias prior)."""
-    n_layers = len(widths) - 1
-    taus = per_layer_values(scale, n_layers, "scale")
-    bias_taus = taus if bias_scale is None else per_layer_values(bias_scale, n_layers, "bias_scale")
-    scales: dict[str, float | None] = {}
-    for layer in range(n_layers):
-        scales[f"kernel_{layer}"] = taus[layer]
-        if bias:
-            scales[f"bias_{layer}"] = None if bias_prior == "flat" else bias_taus[layer]
-    return scales
+    return leaf_prior_scales(len(widths) - 1, bias=bias, scale=scale, bias_scale=bias_scale, bias_prior=bias_prior)
 
 
 def prior_draws(rng: np.random.Generator, widths: Sequence[int], scales: Mapping[str, float | None],
@@ -80,15 +72,7 @@ def prior_draws(rng: np.random.Generator, widths: Sequence[int], scales: Mapping
 
 
 def _param_dims(name: str) -> tuple[str, ...]:
-    kind, layer = name.rsplit("_", 1)
-    layer = int(layer)
-    if kind == "kernel":
-        return ("chain", "draw", f"units_{layer}", f"units_{layer + 1}")
-    if kind == "bias":
-        return ("chain", "draw", f"units_{layer + 1}")
-    if name == "log_sigma":
-        return ("chain", "draw")
-    raise ValueError(f"unknown posterior variable {name!r}")
+    return ("chain", "draw", *leaf_dims(name))
 
 
 def write_posterior(path, params: Mapping[str, np.ndarray], run: Mapping, *,
@@ -108,7 +92,7 @@ def write_posterior(path, params: Mapping[str, np.ndarray], run: Mapping, *,
     scales = dict(scales or {})
     variables = {}
     for name, array in params.items():
-        attrs = {"layer": int(name.rsplit("_", 1)[1]) if name != "log_sigma" else -1}
+        attrs = {"layer": leaf_layer(name)}
         if scales.get(name) is not None:
             attrs["prior_scale"] = float(scales[name])
         variables[name] = xr.Variable(_param_dims(name), np.asarray(array, dtype=np.float32), attrs)
@@ -167,7 +151,7 @@ def write_streaming_posterior(path, run: Mapping, widths: Sequence[int], n_chain
             chunks = tuple(block_chains if d == "chain" else len(post.dimensions[d]) for d in dims)
             var = post.createVariable(name, "f4", dims, zlib=complevel > 0, complevel=max(complevel, 1),
                                       shuffle=True, chunksizes=chunks, fill_value=False)
-            var.setncatts({"layer": int(name.rsplit("_", 1)[1]), **({} if tau is None else {"prior_scale": tau})})
+            var.setncatts({"layer": leaf_layer(name), **({} if tau is None else {"prior_scale": tau})})
         stats = nc.createGroup("sample_stats")
         stats.createDimension("chain", n_chains)
         stats.createVariable("chain", "i8", ("chain",))[:] = np.arange(n_chains)
