@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 
-from interplay.analysis import ANALYSES, run_verdict
+from interplay.analysis import ANALYSES, NEEDS_PREPARED_DATA, run_verdict
 from interplay.models import ModelSpec, param_shapes
 from interplay.posterior_io import merge_blocks, write_block
 from interplay.testing.posteriors import make_run, prior_draws
@@ -39,7 +39,9 @@ def test_all_analyses_on_merged_blocks(tmp_path):
 
     out = tmp_path / "analysis" / "merged"
     for name, entry in ANALYSES.items():
-        kwargs = {"x_train": rng.normal(size=(50, 3)), "max_draws": 100} if name == "reallocation" else {}
+        kwargs = {"x_train": rng.normal(size=(50, 3))} if name in NEEDS_PREPARED_DATA else {}
+        if name == "reallocation":
+            kwargs["max_draws"] = 100
         entry(merged, out / f"{name}.csv", run, **kwargs)
     tables = {name: pd.read_csv(out / f"{name}.csv") for name in ANALYSES}
 

@@ -66,20 +66,25 @@ def warm_start_blocks(airfoil, block_size):
     return result
 
 
-def mclmc_blocks(airfoil, members, block_sizes):
-    """{(block size, chain): {name: array}}: chain c's draws and stats, sampled in blocks of each size."""
+def sampler_blocks(airfoil, members, block_sizes, run_fn, cfg, stats, n_chains=N_CHAINS):
+    """{(block size, chain): {name: array}}: chain c's draws and `stats`, sampled by `run_fn` in blocks of
+    each size."""
     model, prior, x, y, *_ = airfoil
     logdensity = make_logdensity(model, prior, x, y)
     result = {}
     for block_size in block_sizes:
-        for start in range(0, N_CHAINS, block_size):
-            chains = np.arange(start, min(start + block_size, N_CHAINS))
-            draws, stats = run_mclmc(logdensity, {k: v[chains] for k, v in members.items()},
-                                     _stream(chain_keys(0, chains), SAMPLER_STREAM), MCLMC)
+        for start in range(0, n_chains, block_size):
+            chains = np.arange(start, min(start + block_size, n_chains))
+            draws, chain_stats = run_fn(logdensity, {k: v[chains] for k, v in members.items()},
+                                        _stream(chain_keys(0, chains), SAMPLER_STREAM), cfg)
             for i, chain in enumerate(chains):
                 result[block_size, int(chain)] = ({name: np.asarray(v[i]) for name, v in draws.items()}
-                                                  | {name: np.asarray(stats[name][i]) for name in STATS})
+                                                  | {name: np.asarray(chain_stats[name][i]) for name in stats})
     return result
+
+
+def mclmc_blocks(airfoil, members, block_sizes):
+    return sampler_blocks(airfoil, members, block_sizes, run_mclmc, MCLMC, STATS)
 
 
 def assert_identical(got, expected, where):
@@ -153,16 +158,6 @@ MAMS_STATS = ("step_size", "L", "acceptance_rate", "n_integration_steps", "n_gra
 def test_mams_chains_are_bit_identical_for_every_block_size(airfoil, members):
     from interplay.samplers.mams import run_mams
 
-    model, prior, x, y, *_ = airfoil
-    logdensity = make_logdensity(model, prior, x, y)
-    n_chains, result = 3, {}
-    for block_size in (1, 3):
-        for start in range(0, n_chains, block_size):
-            chains = np.arange(start, min(start + block_size, n_chains))
-            draws, stats = run_mams(logdensity, {k: v[chains] for k, v in members.items()},
-                                    _stream(chain_keys(0, chains), SAMPLER_STREAM), MAMS)
-            for i, chain in enumerate(chains):
-                result[block_size, int(chain)] = ({name: np.asarray(v[i]) for name, v in draws.items()}
-                                                  | {name: np.asarray(stats[name][i]) for name in MAMS_STATS})
-    for chain in range(n_chains):
+    result = sampler_blocks(airfoil, members, (1, 3), run_mams, MAMS, MAMS_STATS, n_chains=3)
+    for chain in range(3):
         assert_identical(result[3, chain], result[1, chain], f"MAMS chain {chain}, block size 3 vs 1")

@@ -26,11 +26,15 @@ JOBS = {
         "mclmc": {"warmup_steps": 40, "steps": 1500, "thin": 1}}},
 }
 # Run in a fresh interpreter, as a Snakemake `sample` job is: its peak RSS (ru_maxrss, KiB on Linux).
+# The job's own peak RSS: VmHWM of its address space. Not getrusage's ru_maxrss, which Linux carries over
+# exec from the forked parent's image (inside a long pytest run that is the test process's size).
 PROBE = """
-import json, resource, sys
+import json, re, sys
+from pathlib import Path
 from interplay.sampling import sample_block
 sample_block(json.loads(sys.argv[1]), 0, sys.argv[2], sys.argv[3])
-print(json.dumps({"peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+peak_kib = int(re.search(r"VmHWM:\\s+(\\d+) kB", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps({"peak_mib": peak_kib / 1024}))
 """
 
 

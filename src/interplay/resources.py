@@ -73,9 +73,9 @@ def n_sampled_parameters(run: Mapping, shape: DataShape) -> int:
 # ----------------------------------------------------------------------------- memory of a block
 
 # Host memory of a sampling job before its arrays: Python, JAX and the libraries, the compiled programs
-# and XLA compiling them (measured: 0.8-1 GB peak RSS of small CPU jobs, tests/test_resources.py). A CUDA
+# and XLA compiling them (measured: 0.73-0.9 GB peak RSS of small CPU jobs, VmHWM, tests/test_resources.py). A CUDA
 # jaxlib also maps the CUDA libraries and keeps its own host buffers: an allowance, not measured here.
-BASE_BYTES = {"cpu": 1024 * MiB, "gpu": 2560 * MiB}
+BASE_BYTES = {"cpu": 960 * MiB, "gpu": 2560 * MiB}
 # Chains per gradient group and warm-start group when `chain_batch` is unset (interplay.samplers).
 CPU_GROUP = 4
 # Per training point and chain, floats a log-density gradient keeps (the forward activations it saves and

@@ -492,6 +492,15 @@ def relu_cluster_fits(posterior_path, x_train: np.ndarray, run: Mapping | None =
 # ----------------------------------------------------------------------------- entry points
 
 
+def train_inputs(x_train, data_path, analysis: str) -> np.ndarray:
+    """The training inputs an analysis needs: `x_train` as given, else the prepared split at `data_path`."""
+    if x_train is not None:
+        return x_train
+    if data_path is None:
+        raise ValueError(f"the {analysis} analysis needs x_train or data_path (prepared split)")
+    return load_train_inputs(data_path)
+
+
 def load_train_inputs(data_path) -> np.ndarray:
     """x of the train split of a prepared data file (DESIGN.md layout)."""
     import xarray as xr
@@ -516,11 +525,8 @@ def analyse_reallocation(posterior_path, out_path, run: Mapping | None = None, *
     if is_identity_net(layers, run):
         table = identity_share_fits(posterior_path, run, **kwargs)
     else:
-        if x_train is None:
-            if data_path is None:
-                raise ValueError("the ReLU reallocation analysis needs x_train or data_path (prepared split)")
-            x_train = load_train_inputs(data_path)
-        table = relu_cluster_fits(posterior_path, x_train, run, **kwargs)
+        table = relu_cluster_fits(posterior_path, train_inputs(x_train, data_path, "ReLU reallocation"), run,
+                                  **kwargs)
     write_table(table, out_path)
     return table
 

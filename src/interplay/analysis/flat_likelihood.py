@@ -31,9 +31,9 @@ from interplay.analysis.dirichlet import (
     centred_activation_cosines,
     gauge_fix,
     layer_inputs,
-    load_train_inputs,
     null_cosine_threshold,
     redundant_clusters,
+    train_inputs,
 )
 from interplay.analysis.monte_carlo import MIN_CHAINS_FOR_CHAIN_SE, GroupSums, mc_groups
 from interplay.analysis.posterior_files import (
@@ -168,10 +168,6 @@ def flat_likelihood_table(posterior_path, x_train: np.ndarray, run: Mapping | No
 def analyse_flat_likelihood(posterior_path, out_path, run: Mapping | None = None, *, x_train=None,
                             data_path=None, **kwargs) -> pd.DataFrame:
     """Snakemake entry point: flat-likelihood directions (needs `x_train` or the prepared split `data_path`)."""
-    if x_train is None:
-        if data_path is None:
-            raise ValueError("the flat-likelihood analysis needs x_train or data_path (prepared split)")
-        x_train = load_train_inputs(data_path)
-    table = flat_likelihood_table(posterior_path, x_train, run, **kwargs)
+    table = flat_likelihood_table(posterior_path, train_inputs(x_train, data_path, "flat-likelihood"), run, **kwargs)
     write_table(table, out_path)
     return table

@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from interplay.analysis.dirichlet import load_train_inputs
+from interplay.analysis.dirichlet import train_inputs
 from interplay.analysis.posterior_files import (
     network_layout,
     posterior_counts,
@@ -229,11 +229,7 @@ def analyse_jacobian(posterior_path, out_path, run: Mapping | None = None, *, x_
                      **kwargs) -> pd.DataFrame:
     """Snakemake entry point: Jacobian null-space table (needs the training inputs: `x_train` or the
     prepared split `data_path`)."""
-    if x_train is None:
-        if data_path is None:
-            raise ValueError("the Jacobian analysis needs x_train or data_path (prepared split)")
-        x_train = load_train_inputs(data_path)
-    table = jacobian_table(posterior_path, x_train, run, **kwargs)
+    table = jacobian_table(posterior_path, train_inputs(x_train, data_path, "Jacobian"), run, **kwargs)
     write_table(table, out_path)
     return table
 
