@@ -209,6 +209,23 @@ def use_cpu_cores(n_cores: int) -> None:
         jax.config.update("jax_num_cpu_devices", int(n_cores))
 
 
+def check_counts(resolved: dict, block: str, names) -> None:
+    """Check and coerce, in place, the settings of ``sampler.<block>``: `names` are non-negative integers,
+    ``steps`` a positive multiple of ``thin``, ``chain_batch`` a positive integer or None; errors name the key."""
+    for name in names:
+        value = resolved[name]
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise ValueError(f"sampler.{block}.{name} must be a non-negative integer, got {value!r}")
+        resolved[name] = int(value)
+    if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
+        raise ValueError(f"sampler.{block}.steps ({resolved['steps']}) must be a positive multiple of "
+                         f"thin ({resolved['thin']})")
+    chain_batch = resolved["chain_batch"]
+    if chain_batch is not None and (isinstance(chain_batch, bool) or not isinstance(chain_batch, (int, np.integer))
+                                    or chain_batch < 1):
+        raise ValueError(f"sampler.{block}.chain_batch must be a positive integer or null, got {chain_batch!r}")
+
+
 def check_chain_inputs(initial_positions, keys) -> int:
     """Number of chains; errors when positions and keys disagree on it."""
     leaves = jax.tree.leaves(initial_positions)

@@ -65,6 +65,7 @@ from interplay.config import MAMS_BURN_IN_PHASES, MAMS_MIN_BURN_IN_STEPS, mams_b
 from interplay.samplers import (
     CHAIN_AXIS,
     check_chain_inputs,
+    check_counts,
     finish_phase,
     hashable_callback,
     kernel_group_width,
@@ -131,15 +132,8 @@ def resolve_config(cfg: Mapping) -> dict:
     if missing:
         raise KeyError(f"sampler.mams lacks {missing}")
     resolved = {**DEFAULTS, **cfg}
-    for name in ("warmup_steps", "steps", "thin", "initial_integration_steps", "max_integration_steps",
-                 "burn_in_steps"):
-        value = resolved[name]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"sampler.mams.{name} must be a non-negative integer, got {value!r}")
-        resolved[name] = int(value)
-    if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
-        raise ValueError(f"sampler.mams.steps ({resolved['steps']}) must be a positive multiple of "
-                         f"thin ({resolved['thin']})")
+    check_counts(resolved, "mams", ("warmup_steps", "steps", "thin", "initial_integration_steps",
+                                    "max_integration_steps", "burn_in_steps"))
     if min(resolved["initial_integration_steps"], resolved["max_integration_steps"]) < 1:
         raise ValueError("sampler.mams.initial_integration_steps and max_integration_steps must be >= 1")
     if not 0.0 < float(resolved["target_accept"]) < 1.0:
@@ -151,10 +145,6 @@ def resolve_config(cfg: Mapping) -> dict:
         raise TypeError("sampler.mams.diagonal_preconditioning must be true or false")
     if not (math.isfinite(resolved["initial_step_size"]) and resolved["initial_step_size"] > 0):
         raise ValueError(f"sampler.mams.initial_step_size must be positive, got {resolved['initial_step_size']!r}")
-    chain_batch = resolved["chain_batch"]
-    if chain_batch is not None and (isinstance(chain_batch, bool) or not isinstance(chain_batch, (int, np.integer))
-                                    or chain_batch < 1):
-        raise ValueError(f"sampler.mams.chain_batch must be a positive integer or null, got {chain_batch!r}")
     phases = tuple(float(p) for p in resolved["phases"])
     if len(phases) != 3 or min(phases) < 0 or abs(sum(phases) - 1.0) > 1e-6:
         raise ValueError(f"sampler.mams.phases must be 3 non-negative fractions summing to 1, got {phases}")

@@ -58,6 +58,7 @@ from interplay.samplers import (
     CHAIN_AXIS,
     autocorrelation,
     check_chain_inputs,
+    check_counts,
     finish_phase,
     hashable_callback,
     kernel_group_width,
@@ -118,18 +119,7 @@ def resolve_config(cfg: Mapping) -> dict:
     retired = [name for name in RETIRED if name in cfg]
     if retired:
         raise ValueError("; ".join(f"sampler.mclmc.{name} {RETIRED[name]}" for name in retired))
-    for name in ("warmup_steps", "steps", "thin", "n_eff"):
-        value = resolved[name]
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise ValueError(f"sampler.mclmc.{name} must be a non-negative integer, got {value!r}")
-        resolved[name] = int(value)
-    if resolved["thin"] < 1 or resolved["steps"] < resolved["thin"] or resolved["steps"] % resolved["thin"]:
-        raise ValueError(f"sampler.mclmc.steps ({resolved['steps']}) must be a positive multiple of "
-                         f"thin ({resolved['thin']})")
-    if resolved["chain_batch"] is not None and (isinstance(resolved["chain_batch"], bool) or not isinstance(
-            resolved["chain_batch"], (int, np.integer)) or resolved["chain_batch"] < 1):
-        raise ValueError(f"sampler.mclmc.chain_batch must be a positive integer or null, got "
-                         f"{resolved['chain_batch']!r}")
+    check_counts(resolved, "mclmc", ("warmup_steps", "steps", "thin", "n_eff"))
     for name in ("energy_var_start", "energy_var_end", "n_eff", "trust", "initial_step_size"):
         value = resolved[name]
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
