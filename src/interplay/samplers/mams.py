@@ -73,6 +73,7 @@ from interplay.samplers import (
     maybe_report,
     mclmc,
     on_chain_shards,
+    pad_chains,
     per_chain_keys,
     report_every,
     spread_chains,
@@ -170,12 +171,6 @@ def burn_in_config(cfg: Mapping) -> dict:
             "energy_var_start": start, "energy_var_end": end, "chain_batch": cfg["chain_batch"]}
 
 
-def filled_per_chain(values, n_padded: int, fill: float, dtype, *trailing: int):
-    """Per-chain values (or None: all `fill`) padded with `fill` to `n_padded` chains."""
-    out = jnp.full((n_padded, *trailing), fill, dtype)
-    return out if values is None else out.at[:len(values)].set(jnp.asarray(values, dtype))
-
-
 def preconditioner(variances):
     """A diagonal inverse mass matrix from one chain's variances (dim,): normalised to mean 1 over the
     usable (finite, positive) entries, 1 elsewhere."""
@@ -267,9 +262,11 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
     states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
     dtype = jnp.result_type(*jax.tree.leaves(initial_positions))
     dim = int(sum(np.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(initial_positions)))
-    step_size = filled_per_chain(step_size, n_padded, cfg["initial_step_size"], dtype)
     given = variances is not None
-    variances = filled_per_chain(variances, n_padded, 1.0, dtype, dim)
+    if given:  # the burn-in's, padded like the chains (with chain 0's)
+        step_size, variances = pad_chains((jnp.asarray(step_size, dtype), jnp.asarray(variances, dtype)), n_padded)
+    else:
+        step_size, variances = jnp.full((n_padded,), cfg["initial_step_size"], dtype), jnp.ones((n_padded, dim), dtype)
     inverse_mass_matrix = jnp.ones((n_padded, dim), dtype)
     if given and cfg["diagonal_preconditioning"]:
         inverse_mass_matrix = jax.jit(map_chains, static_argnums=(0, 1))(preconditioner, group, variances)
