@@ -240,6 +240,9 @@ SAMPLER_CONSTRAINTS = [
     ({"sampler": {"laplace": {"lr": 0}}}, "sampler.laplace.lr", "laplace"),
     ({"sampler": {"laplace": {"ggn_noise_var": 0}}}, "sampler.laplace.ggn_noise_var", "laplace"),
     ({"sampler": {"laplace": {"objective": "elbo"}}}, "sampler.laplace.objective", "laplace"),
+    ({"sampler": {"laplace": {"subset": "first_layer"}}}, "sampler.laplace.subset", "laplace"),
+    ({"sampler": {"laplace": {"hessian": "kron"}}}, "sampler.laplace.hessian", "laplace"),
+    ({"sampler": {"laplace": {"subset": "all"}}}, "sampler.laplace.hessian", "laplace"),  # all needs diagonal
     ({"sampler": {"warmstart": {"batch_size": 0}}}, "sampler.warmstart.batch_size", "warmstart"),
     ({"sampler": {"warmstart": {"max_epochs": 0}}}, "sampler.warmstart.max_epochs", "warmstart"),
     ({"sampler": {"warmstart": {"patience": 0}}}, "sampler.warmstart.patience", "warmstart"),

@@ -1,4 +1,5 @@
-"""Last-layer Laplace (`sampler.kind: laplace`): known answers on Bayesian linear regression, the block
+"""Laplace (`sampler.kind: laplace`): known answers on Bayesian linear regression (last layer, full GGN;
+and the diagonal GGN), the diagonal GGN and its linearised predictive against full Jacobians, the block
 format through `sample_block`, and its configuration errors."""
 
 import copy
@@ -6,30 +7,39 @@ import math
 import re
 
 import arviz
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 from scipy.stats import norm
 
 from interplay.config import ConfigError, deep_merge, resolve_runs
 from interplay.data import load_split
-from interplay.models import ModelSpec, PriorSpec
+from interplay.models import ModelSpec, PriorSpec, forward, init_params
 from interplay.posterior_io import GROUPS, merge_blocks, open_posterior
 from interplay.samplers.laplace import (
     check_cfg,
     check_model,
     covariance,
+    diagonal_ggn,
+    diagonal_linearised_predictive,
     draw_last_layer,
+    gaussian_output_hessian,
+    jacobian_chunk,
     laplace_predictive,
     last_layer_posterior,
     linearised_predictive,
     run_laplace,
+    softmax_output_hessian,
 )
 from interplay.sampling import chain_keys, sample_block
 from test_sampling_blocks import RUN, write_prepared
 
 SIGMA, TAU, BIAS_TAU = 0.5, 0.7, 2.0
 CFG = {"lr": 0.02, "weight_decay": 0.0, "epochs": 3000, "draws": 50, "objective": "posterior",
-       "ggn_noise_var": None}
+       "ggn_noise_var": None, "subset": "last_layer", "hessian": "full"}
+DIAG_CFG = {**CFG, "subset": "all", "hessian": "diagonal"}
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +126,104 @@ def test_draws_follow_the_laplace_gaussian(linear_problem):
     assert p["draws"]["kernel_0"].shape == (2, CFG["draws"], 2, 1) and p["draws"]["bias_0"].shape == (2, CFG["draws"], 1)
 
 
+# ----------------------------------------------------------------------------- the diagonal GGN
+
+
+@pytest.mark.parametrize("subset", ["all", "last_layer"])
+def test_diagonal_ggn_of_linear_regression_is_the_diagonal_of_the_exact_precision(linear_problem, subset):
+    """No hidden layer: the GGN is X^T X / sigma^2 exactly, so the diagonal variant's precisions are the
+    diagonal of the exact posterior precision X^T X / sigma^2 + diag(1 / tau^2), its mean the posterior mode
+    and its predictive variance sum_j x_j^2 var_j + sigma^2."""
+    p = linear_problem
+    precision = p["design"].T @ p["design"] / SIGMA**2 + np.diag([TAU**-2, TAU**-2, BIAS_TAU**-2])
+    expected_var = 1.0 / np.diag(precision)
+    cfg = {**DIAG_CFG, "subset": subset}
+    draws, stats, fits = run_laplace(p["model"], p["prior"], p["x"].astype(np.float32), p["y"].astype(np.float32),
+                                     chain_keys(0, range(1)), cfg)
+    assert not stats["diverged"].any() and set(fits["var"]) == {"kernel_0", "bias_0"}
+    var = np.concatenate([np.asarray(fits["var"]["kernel_0"][0])[:, 0], np.asarray(fits["var"]["bias_0"][0])])
+    np.testing.assert_allclose(var, expected_var, rtol=2e-5)
+    sd = np.sqrt(np.diag(p["cov"]))
+    mode = np.concatenate([np.asarray(fits["map"]["kernel_0"][0])[:, 0], np.asarray(fits["map"]["bias_0"][0])])
+    np.testing.assert_allclose(mode, p["mean"], atol=1e-3 * sd.min())
+
+    predictive = laplace_predictive(p["model"], fits, p["x_test"], p["y_test"])
+    test_design = np.column_stack([p["x_test"], np.ones(len(p["x_test"]))])
+    pred_var = test_design**2 @ expected_var + SIGMA**2
+    pred_mean = test_design @ mode
+    np.testing.assert_allclose(predictive["pred_mean"][0], pred_mean, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(predictive["log_pred_density"][0], norm.logpdf(p["y_test"], pred_mean, np.sqrt(pred_var)),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(predictive["pit"][0], norm.cdf(p["y_test"], pred_mean, np.sqrt(pred_var)), atol=1e-5)
+    # the draws: every covered leaf from N(mode, var), shapes those of the posterior group
+    assert draws["kernel_0"].shape == (1, CFG["draws"], 2, 1) and draws["bias_0"].shape == (1, CFG["draws"], 1)
+    assert np.all(np.asarray(draws["kernel_0"]).std(axis=1) > 0)
+
+
+@pytest.fixture(scope="module")
+def small_net():
+    """A two-hidden-layer tanh net at random parameters, its inputs, and its flat full Jacobian (jacfwd)."""
+    model = ModelSpec(in_dim=2, hidden=(5, 3), out_dim=1, activation="tanh", bias=True, likelihood="mean_regr",
+                      sigma=SIGMA)
+    params = init_params(model, jax.random.key(3))
+    flat, unravel = ravel_pytree(params)
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(10, 2)), jnp.float32)
+    x_test = jnp.asarray(rng.normal(size=(7, 2)), jnp.float32)
+
+    def flat_jacobian(points):  # (n, P): d f(x_i) / d theta by forward mode, independent of the vjp path
+        return np.asarray(jax.jacfwd(lambda theta: forward(model, unravel(theta), points)[:, 0])(flat), np.float64)
+
+    return {"model": model, "params": params, "unravel": unravel, "n_params": flat.shape[0], "x": x,
+            "x_test": x_test, "jac": flat_jacobian(x), "jac_test": flat_jacobian(x_test)}
+
+
+def _apply(model, params):
+    return lambda sub, x_point: forward(model, {**params, **sub}, x_point[None])[0]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 10])  # 4: the last chunk padded
+def test_diagonal_ggn_is_the_diagonal_of_the_full_jacobian_ggn(small_net, chunk):
+    net = small_net
+    ggn = diagonal_ggn(_apply(net["model"], net["params"]), net["params"], net["x"], gaussian_output_hessian(0.3),
+                       chunk)
+    flat, _ = ravel_pytree(ggn)
+    np.testing.assert_allclose(np.asarray(flat), np.sum(net["jac"] ** 2, axis=0) / 0.3, rtol=1e-4, atol=1e-6)
+
+
+def test_softmax_ggn_is_the_diagonal_of_jt_h_j():
+    model = ModelSpec(in_dim=2, hidden=(4,), out_dim=3, activation="relu", bias=True, likelihood="class")
+    params = init_params(model, jax.random.key(5))
+    flat, unravel = ravel_pytree(params)
+    x = jnp.asarray(np.random.default_rng(6).normal(size=(9, 2)), jnp.float32)
+    logits = np.asarray(forward(model, params, x), np.float64)
+    jac = np.asarray(jax.jacfwd(lambda theta: forward(model, unravel(theta), x))(flat), np.float64)  # (n, 3, P)
+    p = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    h = np.einsum("ia,ab->iab", p, np.eye(3)) - np.einsum("ia,ib->iab", p, p)
+    ggn = diagonal_ggn(_apply(model, params), params, x, softmax_output_hessian, 4)
+    np.testing.assert_allclose(np.asarray(ravel_pytree(ggn)[0]), np.einsum("iap,iab,ibp->p", jac, h, jac),
+                               rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [3, 7])
+def test_diagonal_predictive_variance_is_the_full_jacobian_formula(small_net, chunk):
+    """sum_j J_j(x)^2 var_j + sigma^2 over every leaf, J by jacfwd; the mean is the net at the MAP."""
+    net = small_net
+    var = net["unravel"](jnp.asarray(np.random.default_rng(7).uniform(0.01, 0.5, net["n_params"]), jnp.float32))
+    mean, pred_var = diagonal_linearised_predictive(_apply(net["model"], net["params"]), net["params"], var,
+                                                    net["x_test"], SIGMA**2, chunk)
+    var_flat = np.asarray(ravel_pytree(var)[0], np.float64)
+    np.testing.assert_allclose(np.asarray(pred_var), net["jac_test"] ** 2 @ var_flat + SIGMA**2, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(mean), np.asarray(forward(net["model"], net["params"], net["x_test"]))[:, 0],
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_jacobian_chunk_bounds_the_jacobians_held():
+    assert jacobian_chunk(1000, 50, budget=10_000) == 10
+    assert jacobian_chunk(10**8, 50, budget=10_000) == 1  # at least one point
+    assert jacobian_chunk(10, 50, budget=10_000) == 50  # at most n
+
+
 # ----------------------------------------------------------------------------- the block format
 
 
@@ -124,7 +232,8 @@ LAPLACE_RUN = deep_merge(copy.deepcopy(RUN), {
     "model": {"hidden": [4, 4], "sigma": math.sqrt(0.1)},
     "sampler": {"kind": "laplace", "chains": 3, "block_size": 3,
                 "laplace": {"lr": 0.005, "weight_decay": 0.0001, "epochs": 300, "draws": 40,
-                            "objective": "likelihood", "ggn_noise_var": 1.0, "aleatoric_var": 0.1}},
+                            "objective": "likelihood", "ggn_noise_var": 1.0, "aleatoric_var": 0.1,
+                            "subset": "last_layer", "hessian": "full"}},
 })
 
 
@@ -179,6 +288,29 @@ def test_laplace_block_has_the_block_format_and_its_closed_form_predictive(lapla
     assert idata.posterior.sizes["chain"] == 3
 
 
+def test_diagonal_laplace_of_the_whole_net_through_sample_block(tmp_path):
+    """subset all, hessian diagonal through `sample_block`: every leaf varies over the draws, and the scored
+    predictive is one Gaussian per point (its log density and PIT give one sd) wider than the noise."""
+    run = deep_merge(LAPLACE_RUN, {"name": "tiny-laplace-diag",
+                                   "sampler": {"chains": 2, "block_size": 2,
+                                               "laplace": {"subset": "all", "hessian": "diagonal"}}})
+    data = write_prepared(tmp_path / "prepared.nc")
+    sample_block(run, 0, data, tmp_path / "block.nc")
+    groups = open_posterior(tmp_path / "block.nc")
+    posterior, predictive = groups["posterior"], groups["predictive"]
+    assert (groups["sample_stats"]["diverged"].values == 0).all()
+    for name in posterior.data_vars:
+        assert np.all(posterior[name].values.std(axis=1) > 0), name
+    _, y_test = load_split(data, "test")
+    mean, pit = predictive["pred_mean"].values, predictive["pit"].values
+    z = norm.ppf(pit)
+    keep = np.abs(z) > 0.05  # the sd is ill-determined from a PIT near 1/2
+    sd = (y_test - mean)[keep] / z[keep]
+    assert np.all(sd**2 > 0.1)  # aleatoric 0.1 plus a positive epistemic part
+    np.testing.assert_allclose(predictive["log_pred_density"].values[keep], norm.logpdf(z[keep]) - np.log(sd),
+                               rtol=1e-3, atol=1e-3)
+
+
 # ----------------------------------------------------------------------------- configuration
 
 
@@ -195,7 +327,8 @@ def resolve(override):
 def test_laplace_defaults_are_the_papers_and_fix_the_noise_in_the_model():
     run = resolve({})
     assert run["sampler"]["laplace"] == {"lr": 0.005, "weight_decay": 0.0001, "epochs": 10000, "draws": 100,
-                                         "objective": "likelihood", "ggn_noise_var": 1.0, "aleatoric_var": 0.1}
+                                         "objective": "likelihood", "ggn_noise_var": 1.0, "aleatoric_var": 0.1,
+                                         "subset": "last_layer", "hessian": "full"}
     assert run["model"]["sigma"] == pytest.approx(math.sqrt(0.1))
     mfvi = resolve({"sampler": {"kind": "mfvi", "mfvi": {"sigma": 0.1}}})
     assert mfvi["model"]["sigma"] == 0.1
@@ -209,6 +342,9 @@ def test_laplace_defaults_are_the_papers_and_fix_the_noise_in_the_model():
     ({"sampler": {"laplace": {"epochs": 0}}}, "sampler.laplace.epochs"),
     ({"sampler": {"laplace": {"objective": "elbo"}}}, "sampler.laplace.objective"),
     ({"sampler": {"laplace": {"ggn_noise_var": 0}}}, "sampler.laplace.ggn_noise_var"),
+    ({"sampler": {"laplace": {"subset": "first_layer"}}}, "sampler.laplace.subset"),
+    ({"sampler": {"laplace": {"hessian": "kron"}}}, "sampler.laplace.hessian"),
+    ({"sampler": {"laplace": {"subset": "all"}}}, "sampler.laplace.hessian"),  # all needs diagonal
     ({"sampler": {"kind": "mfvi", "mfvi": {"sigma": 0.1}}, "model": {"likelihood": "regr"}}, "sampler.mfvi.sigma"),
 ])
 def test_bad_laplace_config_fails_naming_the_key(override, key):
@@ -224,6 +360,12 @@ def test_sampler_side_checks_name_the_problem():
         check_cfg({**CFG, "objective": "elbo"})
     with pytest.raises(KeyError, match="draws"):
         check_cfg({k: v for k, v in CFG.items() if k != "draws"})
+    with pytest.raises(ValueError, match="subset"):
+        check_cfg({**CFG, "subset": "first_layer"})
+    with pytest.raises(ValueError, match="hessian 'full' needs subset 'last_layer'"):
+        check_cfg({**CFG, "subset": "all"})
+    check_cfg(DIAG_CFG)
+    check_cfg({**CFG, "hessian": "diagonal"})  # the last layer's diagonal
 
 
 # ----------------------------------------------------------------------------- the UCI table
@@ -240,6 +382,15 @@ def test_uci_table_names_single_fit_and_pooled_baselines():
     assert method_label(run("mfvi", 4)) == "MFVI pooled x4" and method_label(run("laplace", 3)) == "LA pooled x3"
     assert method_order(["LA", "MFVI pooled x4", "MILE", "MFVI", "DE", "LA"]) == \
         ["MILE", "DE", "MFVI", "MFVI pooled x4", "LA"]
+    # the Laplace variants say so; the paper's (last layer, full GGN) stays "LA"
+    resolved = resolve({"sampler": {"laplace": {"subset": "all", "hessian": "diagonal"}}})
+    assert method_label(resolved) == "LA (all, diag)"
+    assert method_label(resolve({"sampler": {"laplace": {"hessian": "diagonal"}}})) == "LA (last layer, diag)"
+    assert method_label(resolve({})) == "LA"
+    pooled = resolve({"sampler": {"chains": 3, "laplace": {"subset": "all", "hessian": "diagonal"}}})
+    assert method_label(pooled) == "LA (all, diag) pooled x3"
+    assert method_order(["LA (all, diag)", "LA pooled x3", "LA", "MILE", "LA (all, diag) pooled x3"]) == \
+        ["MILE", "LA", "LA pooled x3", "LA (all, diag)", "LA (all, diag) pooled x3"]
 
 
 def test_the_uci_figure_pools_the_runs_of_several_sweeps(project_root):

@@ -390,6 +390,10 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
         phases = sampler[block_name]["phases"]
         if not math.isclose(sum(phases), 1.0, abs_tol=1e-9):
             raise ConfigError(f"{where}.sampler.{block_name}.phases: {phases} must sum to 1")
+    laplace = sampler["laplace"]
+    if laplace["subset"] == "all" and laplace["hessian"] == "full":
+        raise ConfigError(f"{where}.sampler.laplace.hessian: 'full' needs sampler.laplace.subset 'last_layer' "
+                          "(the whole network's full GGN is P x P); use hessian 'diagonal' with subset 'all'")
     burn_in = sampler["mams"]["burn_in_steps"]
     if 0 < burn_in < MAMS_MIN_BURN_IN_STEPS:
         raise ConfigError(f"{where}.sampler.mams.burn_in_steps: {burn_in} must be 0 (no burn-in) or at least "

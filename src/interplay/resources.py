@@ -185,6 +185,10 @@ def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> Block
                                                     2 * chain_params * (steps // thin))
     if kind == "mfvi":  # guide means and scales with their Adam moments, the ELBO of every step
         device["tuning"] = 3 * states + gradients + FLOAT * chains * sampler["mfvi"]["steps"]
+    if kind == "laplace" and sampler["laplace"].get("hessian") == "diagonal":
+        # a chunk of per-point Jacobians and their squares (samplers.laplace.JACOBIAN_BUDGET floats a chain)
+        jacobians = 2 * FLOAT * chains * min(2**24, params * max(shape.n_train, shape.n_test))
+        device["tuning"] = states + gradients + jacobians
     # the scan's stacked draws and their (chain, draw, ...) copy
     device["sampling"] = states + gradients + 2 * draws
     n_diag = min(run.get("diagnostics", {}).get("pred_draw_points", 16), shape.n_test)

@@ -3,6 +3,8 @@ mean +- sd over seeds.
 
 MFVI and LA are the paper's single-fit baselines when a run has one chain; a run with C > 1 chains pools C
 independent fits into one mixture and is labelled "MFVI pooled xC" / "LA pooled xC" (`method_label`).
+Laplace runs other than the paper's last-layer, full-GGN one name their variant: "LA (all, diag)" (the
+whole network's diagonal GGN), "LA (last layer, diag)".
 
 Writes the table as CSV (long: dataset, method, metric, mean, sd, n_seeds) and LaTeX (datasets as
 rows, metric x method as columns, the best mean per dataset and metric in bold), and a figure with one
@@ -25,20 +27,33 @@ METHOD_ORDER = ["MILE", "NUTS", "DE", "MFVI", "LA"]
 SINGLE_FIT_KINDS = ("mfvi", "laplace")
 
 
+# Laplace variants other than the paper's (last layer, full GGN) by (subset, hessian): "LA (<variant>)".
+LAPLACE_VARIANTS = {("all", "diagonal"): "all, diag", ("last_layer", "diagonal"): "last layer, diag"}
+
+
 def method_label(run) -> str:
-    """The table's name of a run's method: its sampler label, "<label> pooled x<C>" for a pooled baseline."""
-    kind, chains = run["sampler"]["kind"], int(run["sampler"]["chains"])
+    """The table's name of a run's method: its sampler label, "<label> pooled x<C>" for a pooled baseline.
+    A Laplace run other than the paper's last-layer, full-GGN one says its variant: "LA (all, diag)"."""
+    sampler = run["sampler"]
+    kind, chains = sampler["kind"], int(sampler["chains"])
     label = SAMPLER_LABELS.get(kind, kind)
+    if kind == "laplace":
+        cfg = sampler.get("laplace", {})
+        variant = (cfg.get("subset", "last_layer"), cfg.get("hessian", "full"))
+        if variant in LAPLACE_VARIANTS:
+            label = f"{label} ({LAPLACE_VARIANTS[variant]})"
     return f"{label} pooled x{chains}" if kind in SINGLE_FIT_KINDS and chains > 1 else label
 
 
 def method_order(methods) -> list[str]:
-    """`METHOD_ORDER`, each pooled variant after its single-fit method, unknown labels last."""
+    """`METHOD_ORDER`, each variant ("LA (all, diag)") and pooled run after its single-fit method, unknown
+    labels last."""
     found = list(dict.fromkeys(methods))
 
     def rank(method):
-        base = method.split(" pooled")[0]
-        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), " pooled" in method, method)
+        base = method.split(" pooled")[0].split(" (")[0]
+        return (METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER), " (" in method,
+                " pooled" in method, method)
 
     return sorted(found, key=rank)
 
