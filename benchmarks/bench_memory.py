@@ -6,7 +6,9 @@ For the paper's nets (airfoil 5-16-16-16-16-2 `regr`, bikesharing 12-16-16-16-16
 block with abstract shapes (``jax.ShapeDtypeStruct``: nothing is run or allocated), compiles it on the CPU
 and prints XLA's memory analysis (arguments + outputs + temporaries - aliased, MiB) next to the estimate of
 `interplay.resources.block_memory` for the same program, then the host memory of the draws buffer and the
-block writer, and whether the block fits a 40 GB (A100-40) or 80 GB GPU.
+block writer, and whether the block fits a 40 GB (A100-40) or 80 GB GPU. Every stage is measured by its chunk
+program (`interplay.samplers.checkpoint`): the sampling program holds one chunk of draws (config
+`checkpoint.chunk_steps`, 1,000 steps: 100 draws at thin 10), the rest wait on the host.
 
 The programs are laid out as on a GPU: every chain's gradients in one group (``chain_batch`` = all chains)
 and the warm start's members all trained together. Compiling takes about 10 s per program.
@@ -26,8 +28,8 @@ import jax.numpy as jnp
 from interplay import resources
 from interplay.config import resolve_runs
 from interplay.models import ModelSpec, PriorSpec, init_params, make_logdensity
-from interplay.samplers import chain_mesh, mclmc
-from interplay.samplers.warmstart import train_ensemble_with_info
+from interplay.samplers import autocorrelation, chain_mesh, mclmc
+from interplay.samplers.warmstart import ensemble_programs
 from interplay.sampling import predictive_chunk_size, predictive_program
 
 NETS = {
@@ -70,13 +72,15 @@ def xla_block_peaks(run: dict, shape: resources.DataShape) -> dict[str, int]:
     keys = jax.ShapeDtypeStruct((n_chain, 2), jnp.uint32)
     peaks = {}
 
-    def warmstart(keys, x, y, xv, yv):
-        return train_ensemble_with_info(model, prior, x, y, xv, yv, keys, run["sampler"]["warmstart"],
-                                        group_width=n_chain)
-
-    data = [jax.ShapeDtypeStruct((n, shape.n_inputs), jnp.float32) for n in (shape.n_train, shape.n_valid)]
+    # The warm start's chunk program, all members in one group (a GPU's layout).
+    inputs = [jax.ShapeDtypeStruct((n, shape.n_inputs), jnp.float32) for n in (shape.n_train, shape.n_valid)]
     labels = [jax.ShapeDtypeStruct((n,), y_dtype) for n in (shape.n_train, shape.n_valid)]
-    peaks["warmstart"] = peak_bytes(jax.jit(warmstart).lower(keys, data[0], labels[0], data[1], labels[1]).compile())
+    data = (inputs[0], labels[0], inputs[1], labels[1])
+    init_groups, advance = ensemble_programs(model, run["sampler"]["warmstart"], shape.n_train)
+    grouped_keys = jax.ShapeDtypeStruct((1, n_chain, 2), jnp.uint32)
+    state = jax.eval_shape(init_groups, grouped_keys, data)
+    counter = jax.ShapeDtypeStruct((), jnp.int32)
+    peaks["warmstart"] = peak_bytes(advance.lower(grouped_keys, state, data, counter, counter).compile())
 
     logdensity = make_logdensity(model, prior, x_train, y_train)
     positions = abstract(jax.eval_shape(lambda key: init_params(model, key), jax.random.PRNGKey(0)), n_chain)
@@ -88,15 +92,23 @@ def xla_block_peaks(run: dict, shape: resources.DataShape) -> dict[str, int]:
     targets = {k: jax.ShapeDtypeStruct((), jnp.float32)
                for k in ("energy_var_start", "energy_var_end", "trust", "decay_rate")}
     n1, n2, n3 = mclmc.phase_lengths(cfg["warmup_steps"], cfg["phases"])
+    dim = resources.n_sampled_parameters(run, shape)
+    per_chain = jax.ShapeDtypeStruct((n_chain,), jnp.float32)
+    stream = (per_chain, jax.ShapeDtypeStruct((n_chain, 2, dim), jnp.float32))
+    reference = jax.ShapeDtypeStruct((n_chain, dim), jnp.float32)
+    # every stage's chunk program (its first step and step count are traced arguments)
     peaks["tuning"] = peak_bytes(mclmc._tune_step_size_and_L.lower(
-        states, tuning, keys, targets, n1=n1, n2=n2, total=cfg["warmup_steps"], progress=None,
-        **statics).compile())
+        (states, tuning, stream, reference), keys, targets, counter, counter, n1=n1, n2=n2, **statics).compile())
+    levels = autocorrelation.levels_for(n3)
+    estimates = jax.eval_shape(lambda s: mclmc._init_estimates(s, levels=levels, mesh=statics["mesh"], group=None),
+                               states)
     peaks["phase3"] = peak_bytes(mclmc._tune_L_by_ess.lower(
-        states, tuning, keys, offset=n1 + n2, n3=n3, total=cfg["warmup_steps"], progress=None,
-        full_trace=False, **statics).compile())
+        (states, estimates, per_chain), tuning, keys, counter, counter, n3=n3, **statics).compile())
     n_draws = cfg["steps"] // cfg["thin"]
+    chunk_draws = resources.chunk_draws_per_chain(run["sampler"])
     peaks["sampling"] = peak_bytes(mclmc._sample.lower(
-        states, tuning, keys, thin=cfg["thin"], n_draws=n_draws, progress=None, **statics).compile())
+        (states, per_chain, jax.ShapeDtypeStruct((n_chain,), bool)), tuning, keys, counter, counter,
+        thin=cfg["thin"], chunk_draws=chunk_draws, **statics).compile())
 
     n_diag = run["diagnostics"]["pred_draw_points"]
     chunk = predictive_chunk_size(n_chain, shape.n_test, max(model.units))
@@ -129,12 +141,12 @@ def main() -> None:
             for program, measured in xla.items():
                 estimate = model.device[program]
                 print(f"  {program:<12} {measured / MiB:>10.0f} {estimate / MiB:>10.0f} {estimate / measured:>9.2f}")
-            # the block's peak: each program with the arrays that stay live across it (members; the draws
-            # from sampling to the end)
+            # the block's peak: each program with the arrays that stay live across it (the members); the draws
+            # leave the device chunk by chunk and wait on the host
             members = resources.FLOAT * n_chain * resources.n_sampled_parameters(run, shape)
             draws = model.host["draws buffer"]
             device_peak = max(xla["warmstart"], members + max(xla["init"], xla["tuning"], xla["phase3"]),
-                              members + xla["sampling"], members + draws + xla["predictive"])
+                              members + xla["sampling"], members + xla["predictive"])
             for name, value in model.host.items():
                 print(f"  host {name:<23} {value / MiB:>10.0f} MiB")
             print(f"  block's device peak (XLA programs + live arrays) {device_peak / MiB:.0f} MiB, model "
@@ -142,9 +154,8 @@ def main() -> None:
                   f"(model, GPU job) {model.host_total / MiB:.0f} MiB")
             fits = ", ".join(f"{gpu}: {'fits' if device_peak <= size else 'does NOT fit'}"
                              for gpu, size in GPU_BYTES.items())
-            draws_fit = ", ".join(f"{gpu}: {'yes' if draws <= size else 'no'}" for gpu, size in GPU_BYTES.items())
-            print(f"  block on one GPU ({fits}); its draws alone ({draws / 1e9:.1f} GB) fit in device memory: "
-                  f"{draws_fit}")
+            print(f"  block on one GPU ({fits}); its draws ({draws / 1e9:.1f} GB) stay on the host, the sampling "
+                  f"program holds {resources.chunk_draws_per_chain(run['sampler'])} draws per chain at a time")
             largest = max(xla, key=xla.get)
             print(f"  largest program: {largest} ({xla[largest] / 1e9:.1f} GB)")
 

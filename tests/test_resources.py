@@ -86,11 +86,12 @@ def test_parameter_count_of_the_paper_nets():
 def test_phase3_term_is_the_streaming_autocorrelation_state():
     from interplay.samplers import autocorrelation
 
-    # 10 chains, 946 parameters, the paper's 5,000 phase-3 steps: each chain's state, two products temporaries
+    # 10 chains, 946 parameters, the paper's 5,000 phase-3 steps: each chain's state as the chunk program's
+    # argument and result, two products temporaries
     levels = autocorrelation.levels_for(5000)
     state = autocorrelation.state_floats(946, levels)
     assert resources.AUTOCORRELATION_LAGS == autocorrelation.DEFAULT_LAGS
-    assert resources.phase3_tuning_bytes(10, 5000, 946) == 4 * 10 * (state + 2 * levels * 8 * 946)
+    assert resources.phase3_tuning_bytes(10, 5000, 946) == 4 * 10 * (2 * state + 2 * levels * 8 * 946)
     # O(params): ten times the steps adds a few ladder levels, not ten times the memory
     assert resources.phase3_tuning_bytes(10, 50000, 946) < 1.5 * resources.phase3_tuning_bytes(10, 5000, 946)
     assert resources.phase3_tuning_bytes(5, 1, 946) == 0
@@ -116,6 +117,27 @@ def test_estimate_follows_the_data_size():
         sample_resources(paper, platform="tpu")
     with pytest.raises(ConfigError):
         resolve({"dataset": "teacher_nope"})
+
+
+def test_chunked_samplers_hold_one_chunk_of_draws_on_the_device():
+    # MILE and MAMS sample in chunks (config checkpoint.chunk_steps): ten times the draws grow the host buffer
+    # tenfold, not the sampling program; NUTS keeps all its draws in its program
+    def memory(kind, block, steps, chunk_steps=1000):
+        run = resolve({"dataset": "airfoil", "sampler": {"kind": kind, "chains": 1000, "block_size": 1000,
+                                                         block: {"steps": steps, "thin": 10}}})
+        return resources.block_memory(run, resources.data_shape(run), "gpu", chunk_steps)
+
+    for kind, block in (("mile", "mclmc"), ("mams", "mams")):
+        short, long = memory(kind, block, 10_000), memory(kind, block, 100_000)
+        assert long.device["sampling"] == short.device["sampling"]
+        assert long.host["draws buffer"] == 10 * short.host["draws buffer"]
+    mile = memory("mile", "mclmc", 10_000)
+    assert memory("mile", "mclmc", 10_000, chunk_steps=2000).device["sampling"] > mile.device["sampling"]
+    assert resources.chunk_draws_per_chain(resolve({"dataset": "airfoil"})["sampler"], 1000) == 100
+    nuts = resolve({"dataset": "airfoil", "sampler": {"kind": "nuts", "chains": 4, "block_size": 4,
+                                                      "nuts": {"draws": 1000}}})
+    draws = 4 * 1000 * 4 * resources.n_sampled_parameters(nuts, resources.data_shape(nuts))
+    assert resources.block_memory(nuts, resources.data_shape(nuts), "gpu").device["sampling"] > 2 * draws
 
 
 @pytest.mark.parametrize("job", sorted(JOBS))

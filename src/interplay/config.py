@@ -20,7 +20,14 @@ from typing import Any
 import jsonschema
 import yaml
 
-from interplay.specs import HOMOGENEOUS_ACTIVATIONS, count_params, leaf_shapes
+from interplay.specs import (
+    HOMOGENEOUS_ACTIVATIONS,
+    conv_layers,
+    conv_leaf_shapes,
+    conv_output_shape,
+    count_params,
+    leaf_shapes,
+)
 
 SCHEMA_DIR = Path(__file__).resolve().parents[2] / "workflow" / "schemas"
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
@@ -30,6 +37,8 @@ TEMPLATE_FIELD = re.compile(r"\{([A-Za-z0-9_.]+)\}")
 # A MAMS run's MCLMC burn-in (interplay.samplers.mams): its last fifth samples, thinned to at most 100
 # draws (at least every 5th step), for the chain's variances; the fewest steps that leave two draws.
 MAMS_BURN_IN_VARIANCE_FRACTION, MAMS_BURN_IN_MAX_DRAWS, MAMS_BURN_IN_MIN_THIN = 0.2, 100, 5
+# Sampler steps per chunk of a checkpointed stage (interplay.samplers.checkpoint; config `checkpoint.chunk_steps`).
+DEFAULT_CHUNK_STEPS = 1000
 MAMS_MIN_BURN_IN_STEPS = 50
 MAMS_BURN_IN_PHASES = (0.8, 0.1, 0.1)  # of its MCLMC tuning steps, as MILE's
 
@@ -329,6 +338,9 @@ def _dataset_tasks(config: dict) -> dict[str, str]:
     from interplay.data import DATASETS
 
     tasks = {name: source.task for name, source in DATASETS.items()}
+    from interplay.data.images import IMAGE_DATASETS
+
+    tasks.update({name: "classification" for name in IMAGE_DATASETS})
     tasks.update({name: "regression" for name in config.get("teachers", {})})
     tasks.update({name: entry.get("task", "regression") for name, entry in config.get("datasets", {}).items()})
     return tasks
@@ -384,6 +396,7 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
             f"dataset {run['dataset']!r}; use 'class' for classification and 'regr'/'mean_regr' for regression"
         )
     _check_bias_prior(where, model, prior)
+    _check_conv(where, run)
     if model["sigma"] is not None and model["likelihood"] != "mean_regr":
         raise ConfigError(f"{where}.model.sigma: a fixed noise scale needs likelihood 'mean_regr'")
     for block_name in ("mclmc", "mams"):
@@ -407,6 +420,40 @@ def _check_run(run: dict, tasks: dict[str, str]) -> None:
                     f"{where}.sampler.{block_name}.steps: {steps} must be a positive multiple of "
                     f"sampler.{block_name}.thin ({thin}): a chain keeps every thin-th of its steps"
                 )
+
+
+def _check_conv(where: str, run: dict) -> None:
+    """Convolutions only on image data (the data set's declared shape written into `model.image_shape`),
+    not with the samplers that assume a fully connected net, and leaving pixels; `prior.conv_scale` one value
+    per convolution."""
+    from interplay.data.images import IMAGE_DATASETS
+    from interplay.specs import conv_layers, conv_output_shape
+
+    model, prior = run["model"], run["prior"]
+    source = IMAGE_DATASETS.get(run["dataset"])
+    declared = list(source.image_shape) if source is not None else None
+    if model["image_shape"] is not None and model["image_shape"] != declared:
+        raise ConfigError(f"{where}.model.image_shape: {model['image_shape']} is derived from the data set "
+                          f"({run['dataset']!r}: {declared}); leave it unset")
+    model["image_shape"] = declared
+    if source is not None and run["data"]["split"] != "shuffle":
+        raise ConfigError(f"{where}.data.split: image data sets take 'shuffle' only (their canonical test set "
+                          "stays the test split; the other rows are shuffled with data.seed)")
+    if not model["conv"]:
+        return
+    if source is None:
+        raise ConfigError(f"{where}.model.conv: convolutions need an image data set ({sorted(IMAGE_DATASETS)}); "
+                          f"{run['dataset']!r} is tabular")
+    if run["sampler"]["kind"] == "laplace":
+        raise ConfigError(f"{where}.model.conv: sampler.kind 'laplace' supports fully connected nets only")
+    try:
+        conv_output_shape(declared, conv_layers(model["conv"]))
+    except ValueError as error:
+        raise ConfigError(f"{where}.model.conv: {error}") from None
+    value = prior["conv_scale"]
+    if isinstance(value, list) and len(value) != len(model["conv"]):
+        raise ConfigError(f"{where}.prior.conv_scale: {len(value)} values given for {len(model['conv'])} "
+                          "convolutions; give a scalar or one value per convolution")
 
 
 def baseline_noise_sigma(run: Mapping) -> float | None:
@@ -534,7 +581,12 @@ SAMPLER_BLOCKS = {
     "mfvi": ("mfvi",),
     "mams": ("warmstart", "mams"),
     "laplace": ("laplace",),
+    "sghmc": ("warmstart", "sghmc"),
 }
+
+
+# (section, key, value): run keys that sampling leaves out of its settings at this value (`sampling_run`).
+INACTIVE_DEFAULTS = (("model", "conv", []), ("model", "image_shape", None), ("prior", "conv_scale", None))
 
 
 def sampling_run(run: Mapping) -> dict:
@@ -545,6 +597,11 @@ def sampling_run(run: Mapping) -> dict:
     blocks = [key for key, value in sampler.items() if isinstance(value, Mapping)]
     read = SAMPLER_BLOCKS.get(sampler["kind"], blocks)
     settings["sampler"] = {key: value for key, value in sampler.items() if key not in blocks or key in read}
+    # The convolution keys at their defaults (a fully connected net on tabular data) are left out, so that
+    # the runs from before they existed keep their settings, and their blocks are not resampled.
+    for section, key, inactive in INACTIVE_DEFAULTS:
+        if settings.get(section, {}).get(key, "unset") == inactive:
+            del settings[section][key]
     return canonical(settings)
 
 
@@ -602,17 +659,26 @@ def prepared_data_path(run: dict) -> str:
 
 
 def n_parameters(run: Mapping, in_dim: int, out_dim: int) -> int:
-    """Weights and biases of the run's net between `in_dim` inputs and `out_dim` outputs (no log_sigma)."""
-    units = [in_dim, *run["model"]["hidden"], out_dim]
-    return count_params(leaf_shapes(units, bias=run["model"]["bias"]))
+    """Weights and biases of the run's net between `in_dim` inputs and `out_dim` outputs (no log_sigma);
+    with convolutions (`model.conv`, on images of `model.image_shape`) theirs too, and the dense part's inputs
+    are the convolutions' flattened output."""
+    model = run["model"]
+    conv = conv_layers(model.get("conv"))
+    conv_params = 0
+    if conv:
+        conv_params = count_params(conv_leaf_shapes(model["image_shape"], conv, bias=model["bias"]))
+        in_dim = math.prod(conv_output_shape(model["image_shape"], conv))
+    units = [in_dim, *model["hidden"], out_dim]
+    return conv_params + count_params(leaf_shapes(units, bias=model["bias"]))
 
 
-def sample_resources(run: Mapping, teachers: Mapping | None = None, platform: str = "cpu") -> dict[str, int]:
+def sample_resources(run: Mapping, teachers: Mapping | None = None, platform: str = "cpu",
+                     chunk_steps: int = DEFAULT_CHUNK_STEPS) -> dict[str, int]:
     """One sampling job's `mem_mb` and `runtime` for schedulers, from the run's data sizes and every
     array the job holds: `interplay.resources.sample_resources` (JAX-free; DESIGN.md, "Memory of a block")."""
     from interplay.resources import sample_resources as estimate
 
-    return estimate(run, teachers, platform)
+    return estimate(run, teachers, platform, chunk_steps)
 
 
 def sweep_members(config: dict) -> dict[str, list[str]]:
@@ -627,6 +693,8 @@ def applicable_analyses(run: dict) -> list[str]:
         analyses.append("balancedness")
         # The Dirichlet law concerns identity nets and ReLU units (positively homogeneous), not tanh,
         # and needs at least two units to share the function's weight.
-        if run["model"]["activation"] in HOMOGENEOUS_ACTIVATIONS and max(run["model"]["hidden"]) >= 2:
+        # Not for conv nets: its unit shares are computed from the inputs by the dense layers alone.
+        if (run["model"]["activation"] in HOMOGENEOUS_ACTIVATIONS and max(run["model"]["hidden"]) >= 2
+                and not run["model"].get("conv")):
             analyses.append("reallocation")
     return analyses

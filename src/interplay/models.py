@@ -1,6 +1,8 @@
 """Fully connected Bayesian neural networks as pure functions of a flat parameter dict.
 
-Parameters are a dict of named leaves (a JAX pytree): ``kernel_{l}`` with shape
+Parameters are a dict of named leaves (a JAX pytree): ``conv_kernel_{k}`` (HWIO) and ``conv_bias_{k}`` for
+the convolutions of a convolutional net (inputs: flattened images, row-major (height, width, channels);
+stride 1, zero padding, the activation after each; their output flattened the same way), then ``kernel_{l}`` with shape
 ``(units_l, units_{l+1})``, ``bias_{l}`` with shape ``(units_{l+1},)`` when the model has
 biases, and the scalar ``log_sigma`` for ``mean_regr`` with a sampled noise scale. Layer ``l``
 runs from 0 to ``n_layers - 1``; the last one is the output layer. Sampled parameter draws
@@ -67,7 +69,20 @@ def flops_per_gradient(model: ModelSpec, n_points: int) -> int:
     likelihood and the prior are O(n * width) and left out.
     """
     forward = sum(2 * n_points * fan_in * fan_out for fan_in, fan_out in model.layer_shapes)
-    return 3 * forward
+    return 3 * (forward + conv_forward_flops(model, n_points))
+
+
+def conv_forward_flops(model: ModelSpec, n_points: int) -> int:
+    """Multiply-add FLOPs of the convolutions' forward pass: 2 * n * (output pixels) * k^2 * c_in * c_out each."""
+    if not model.conv:
+        return 0
+    height, width, channels = model.image_shape
+    total = 0
+    for layer in model.conv:
+        height, width = layer.output_size(height), layer.output_size(width)
+        total += 2 * n_points * height * width * layer.kernel ** 2 * channels * layer.filters
+        channels = layer.filters
+    return total
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -87,6 +102,14 @@ def init_params(model: ModelSpec, key: jax.Array) -> Params:
     gain = 2.0 if model.activation == "relu" else 1.0
     keys = jax.random.split(key, model.n_layers)
     params: Params = {}
+    if model.conv:  # keys of their own: the dense layers' initialisation is that of the same net without them
+        conv_keys = jax.random.split(jax.random.fold_in(key, 1_000_003), model.n_conv)
+        for index, shape in enumerate(shape for name, shape in param_shapes(model).items()
+                                      if name.startswith("conv_kernel_")):
+            std = math.sqrt(gain / (shape[0] * shape[1] * shape[2]))
+            params[f"conv_kernel_{index}"] = std * jax.random.normal(conv_keys[index], shape)
+            if model.bias:
+                params[f"conv_bias_{index}"] = jnp.zeros((shape[3],))
     for layer, (fan_in, fan_out) in enumerate(model.layer_shapes):
         std = math.sqrt(gain / fan_in)
         params[f"kernel_{layer}"] = std * jax.random.normal(keys[layer], (fan_in, fan_out))
@@ -134,7 +157,7 @@ def _output_rows(model: ModelSpec, params, x) -> list[jnp.ndarray]:
     fused into a slow scalar loop).
     """
     activation = JAX_ACTIVATIONS[model.activation]
-    hidden = jnp.asarray(x).T
+    hidden = (conv_features(model, params, x) if model.conv else jnp.asarray(x)).T
     last = model.n_layers - 1
     for layer in range(last):
         hidden = params[f"kernel_{layer}"].T @ hidden
@@ -146,6 +169,24 @@ def _output_rows(model: ModelSpec, params, x) -> list[jnp.ndarray]:
         row = params[f"kernel_{last}"][:, unit] @ hidden
         rows.append(row + params[f"bias_{last}"][unit] if model.bias else row)
     return rows
+
+
+def conv_features(model: ModelSpec, params, x) -> jnp.ndarray:
+    """The convolutions' output, flattened row-major (height, width, channels): (n, units_0).
+
+    `x` holds flattened images (n, height * width * channels); each convolution is XLA's (NHWC inputs, HWIO
+    kernels, stride 1, `padding` zeros on every side; a cross-correlation, as in every deep-learning library),
+    plus its bias, then the activation."""
+    activation = JAX_ACTIVATIONS[model.activation]
+    images = jnp.asarray(x).reshape(-1, *model.image_shape)
+    for index, layer in enumerate(model.conv):
+        pad = ((layer.padding, layer.padding), (layer.padding, layer.padding))
+        images = jax.lax.conv_general_dilated(images, params[f"conv_kernel_{index}"], window_strides=(1, 1),
+                                              padding=pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if model.bias:
+            images = images + params[f"conv_bias_{index}"]
+        images = activation(images)
+    return images.reshape(images.shape[0], -1)
 
 
 def _mean_and_log_sigma(model: ModelSpec, params, x) -> tuple[jnp.ndarray, jnp.ndarray]:

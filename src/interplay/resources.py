@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from interplay.config import MAMS_BURN_IN_PHASES, mams_burn_in_plan, n_parameters
+from interplay.config import DEFAULT_CHUNK_STEPS, MAMS_BURN_IN_PHASES, mams_burn_in_plan, n_parameters
 
 FLOAT = 4  # bytes of a float32: parameters, draws, activations on the device
 DOUBLE = 8  # bytes of a float64: the block file's predictive and sample-stats arrays
@@ -36,11 +36,18 @@ def data_shape(run: Mapping, teachers: Mapping | None = None) -> DataShape:
     `interplay.data.sources`, so the prepared file's split sizes are known exactly, before it exists) or
     the teacher's `in_dim` and `n` (`teachers`: the study's `teachers` section), then the split rule of
     `interplay.data.prepare.split_sizes` and `data.max_train_points`."""
+    from interplay.data.images import IMAGE_DATASETS, image_split_sizes
     from interplay.data.prepare import split_sizes
     from interplay.data.sources import DATASETS
 
     dataset = run["dataset"]
     teachers = teachers or {}
+    if dataset in IMAGE_DATASETS:  # the authors' split sizes of an image data set, its classes
+        image = IMAGE_DATASETS[dataset]
+        n_train, n_valid, n_test = image_split_sizes(image)
+        max_train = run.get("data", {}).get("max_train_points")
+        n_train = n_train if max_train is None else min(n_train, int(max_train))
+        return DataShape(image.n_features, image.n_classes, n_train, n_valid, n_test)
     if dataset in teachers:
         n_inputs, n_rows = int(teachers[dataset]["in_dim"]), int(teachers[dataset]["n"])
     elif dataset in DATASETS:
@@ -104,15 +111,16 @@ class BlockMemory:
 
 def phase3_tuning_bytes(chains: int, n3: int, params: int) -> float:
     """MCLMC phase 3 (L from the ESS): each chain's streaming autocorrelation state
-    (`interplay.samplers.autocorrelation.state_floats` for `levels_for(n3)` levels), as the scan's carry
-    and two temporaries of its largest field (the lagged products, levels x lags x params) while it
+    (`interplay.samplers.autocorrelation.state_floats` for `levels_for(n3)` levels), as the chunk program's
+    argument and result, and two temporaries of its largest field (the lagged products, levels x lags x params) while it
     is updated: O(params) per chain, growing only with log2(n3). (Until the streaming estimator, phase 3
     stored chains x min(n3, 10,000) x min(params, 2,000) floats: this is the one place that said so.)"""
     if n3 < 2:
         return 0.0
     levels = 1 + max(0, math.floor(math.log2(n3 / (2 * AUTOCORRELATION_LAGS))))
     state = (levels * (3 * AUTOCORRELATION_LAGS - 1) + 2) * params
-    return FLOAT * chains * (state + 2 * levels * AUTOCORRELATION_LAGS * params)
+    # the chunk program's input and output states (not donated: a signal mid-chunk saves the input)
+    return FLOAT * chains * (2 * state + 2 * levels * AUTOCORRELATION_LAGS * params)
 
 
 def phase3_steps(warmup_steps: int, phases) -> int:
@@ -129,7 +137,13 @@ def activation_bytes(group: int, points: int, units: tuple[int, ...]) -> float:
 
 
 def _units(run: Mapping, shape: DataShape) -> tuple[int, ...]:
-    return (shape.n_inputs, *run["model"]["hidden"], shape.n_outputs)
+    """Widths of the activations per point: inputs, each convolution's output (flattened), hidden, outputs."""
+    from interplay.specs import conv_layers, conv_output_shape
+
+    model = run["model"]
+    conv = conv_layers(model.get("conv"))
+    maps = [math.prod(conv_output_shape(model["image_shape"], conv[:k + 1])) for k in range(len(conv))]
+    return (shape.n_inputs, *maps, *model["hidden"], shape.n_outputs)
 
 
 def _draws_per_chain(sampler: Mapping) -> int:
@@ -139,15 +153,27 @@ def _draws_per_chain(sampler: Mapping) -> int:
         return block["steps"] // block["thin"]
     if kind == "nuts":
         return sampler["nuts"]["draws"]
+    if kind == "sghmc":
+        return sampler["sghmc"]["steps"] // sampler["sghmc"]["thin"]
     if kind in ("mfvi", "laplace"):
         return sampler[kind]["draws"]
     return 1  # de: the warm-start members
 
 
-def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> BlockMemory:
+def chunk_draws_per_chain(sampler: Mapping, chunk_steps: int = DEFAULT_CHUNK_STEPS) -> int:
+    """Draws per chain the sampling program of a chunked kind holds at once (`interplay.samplers.mclmc` /
+    `mams`: one chunk of `chunk_steps` steps, in MAMS transitions of at most ``max_integration_steps``)."""
+    block = sampler["mclmc" if sampler["kind"] == "mile" else "mams"]
+    steps = chunk_steps if sampler["kind"] == "mile" else max(1, chunk_steps // block["max_integration_steps"])
+    return max(1, min(block["steps"] // block["thin"], steps // block["thin"]))
+
+
+def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu",
+                 chunk_steps: int = DEFAULT_CHUNK_STEPS) -> BlockMemory:
     """Memory of one block of `run` (its `block_size` chains, or all if fewer) on data of `shape`, with
     the programs laid out for `platform` ("cpu": gradient groups of 4 chains, unless `chain_batch` says
-    otherwise; "gpu": all chains at once)."""
+    otherwise; "gpu": all chains at once). MILE and MAMS hold one chunk of `chunk_steps` steps' draws on the
+    device while sampling (config `checkpoint.chunk_steps`); every kind's draws then wait on the host."""
     if platform not in BASE_BYTES:
         raise ValueError(f"platform must be one of {sorted(BASE_BYTES)}, got {platform!r}")
     sampler = run["sampler"]
@@ -157,11 +183,13 @@ def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> Block
     units = _units(run, shape)
     draws_per_chain = _draws_per_chain(sampler)
     default_group = CPU_GROUP if platform == "cpu" else chains
-    mcmc = sampler.get({"mile": "mclmc", "mams": "mams"}.get(kind, ""), {})
-    group = min(chains, mcmc.get("chain_batch") or default_group) if kind in ("mile", "mams") else chains
+    mcmc = sampler.get({"mile": "mclmc", "mams": "mams", "sghmc": "sghmc"}.get(kind, ""), {})
+    grouped = kind in ("mile", "mams", "sghmc")
+    group = min(chains, mcmc.get("chain_batch") or default_group) if grouped else chains
     chain_params = FLOAT * chains * params
     draws = chain_params * draws_per_chain
-    largest_leaf = FLOAT * chains * draws_per_chain * max(a * b for a, b in itertools.pairwise(units))
+    dense = units[len(units) - len(run["model"]["hidden"]) - 2:]  # the dense kernels' widths (after any conv)
+    largest_leaf = FLOAT * chains * draws_per_chain * max(a * b for a, b in itertools.pairwise(dense))
     states = STATE_COPIES * chain_params
 
     device: dict[str, float] = {}
@@ -171,7 +199,9 @@ def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> Block
         per_member = FLOAT * (8 * params + 3 * shape.n_train) + activation_bytes(1, batch, units) \
             + FLOAT * shape.n_valid * 2 * max(units)
         device["warmstart"] = chain_params + width * per_member
-    gradients = activation_bytes(group, shape.n_train, units)
+    # sghmc: minibatch gradients, and each chain's permutation of the training points
+    points = min(sampler["sghmc"]["batch_size"], shape.n_train) if kind == "sghmc" else shape.n_train
+    gradients = activation_bytes(group, points, units) + (FLOAT * chains * shape.n_train if kind == "sghmc" else 0)
     device["init"] = states / 3 + gradients
     device["tuning"] = states + gradients
     if kind == "mile":
@@ -189,8 +219,10 @@ def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> Block
         # a chunk of per-point Jacobians and their squares (samplers.laplace.JACOBIAN_BUDGET floats a chain)
         jacobians = 2 * FLOAT * chains * min(2**24, params * max(shape.n_train, shape.n_test))
         device["tuning"] = states + gradients + jacobians
-    # the scan's stacked draws and their (chain, draw, ...) copy
-    device["sampling"] = states + gradients + 2 * draws
+    # the sampling program's draws (one chunk for the chunked kinds) and a copy of them
+    chunked = kind in ("mile", "mams")
+    on_device = chain_params * chunk_draws_per_chain(sampler, chunk_steps) if chunked else draws
+    device["sampling"] = states + gradients + 2 * on_device
     n_diag = min(run.get("diagnostics", {}).get("pred_draw_points", 16), shape.n_test)
     chunk = max(1, min(chains, 2**24 // max(1, shape.n_test * max(units))))  # sampling.predictive_chunk_size
     piece = draws * chunk / chains
@@ -205,16 +237,18 @@ def block_memory(run: Mapping, shape: DataShape, platform: str = "cpu") -> Block
         # netCDF4/HDF5 copy one variable (cast, fill-value mask) before compressing it chunk by chunk
         "block writer": 2 * largest_leaf + WRITER_CHUNK_BYTES,
     }
-    live_draws = draws  # from sampling to the end the draws stay on the device
+    # after sampling the draws wait on the host; the predictive takes them to the device a chunk at a time
     device_peak = max(
         device.get("warmstart", 0.0),
         chain_params + max(device[p] for p in ("init", "tuning", "phase3") if p in device),
         chain_params + device["sampling"],
-        chain_params + live_draws + device["predictive"],
+        chain_params + device["predictive"],
     )
     host_arrays = host["predictive arrays"] + host["block writer"]
     if platform == "cpu":  # device buffers are host memory; np.asarray of a CPU array shares its buffer
-        host_total = BASE_BYTES["cpu"] + max(device_peak, chain_params + live_draws + host_arrays)
+        filled = draws if chunked else 0.0  # the host buffer the chunks fill while the sampler runs
+        host_total = BASE_BYTES["cpu"] + max(device_peak, filled + chain_params + device["sampling"],
+                                             draws + chain_params + device["predictive"] + host_arrays)
     else:
         host_total = BASE_BYTES["gpu"] + chain_params + host["draws buffer"] + host_arrays
     return BlockMemory(platform, device, host, device_peak, host_total)
@@ -245,6 +279,9 @@ def gradient_evaluations(run: Mapping, shape: DataShape) -> int:
         gradients = sampler["mfvi"]["steps"]
     elif kind == "laplace":  # full-batch MAP steps
         gradients = sampler["laplace"]["epochs"]
+    elif kind == "sghmc":  # minibatch steps, counted as full-batch gradients (at least one)
+        sghmc = sampler["sghmc"]
+        gradients = max(1, (sghmc["warmup_steps"] + sghmc["steps"]) * sghmc["batch_size"] // max(1, shape.n_train))
     else:
         gradients = 0
     if kind not in ("mfvi", "laplace"):
@@ -261,9 +298,11 @@ def block_runtime_minutes(run: Mapping, shape: DataShape) -> int:
     return int(min(MAX_RUNTIME_MINUTES, max(MIN_RUNTIME_MINUTES, 2 * flops / FLOPS_PER_SECOND / 60)))
 
 
-def sample_resources(run: Mapping, teachers: Mapping | None = None, platform: str = "cpu") -> dict[str, int]:
+def sample_resources(run: Mapping, teachers: Mapping | None = None, platform: str = "cpu",
+                     chunk_steps: int = DEFAULT_CHUNK_STEPS) -> dict[str, int]:
     """A sampling job's Slurm request: `mem_mb` (MiB, its peak host memory from `block_memory` on
-    `platform`) and `runtime` (minutes, `block_runtime_minutes`), on the run's data (`data_shape`)."""
+    `platform`, sampling in chunks of `chunk_steps`) and `runtime` (minutes, `block_runtime_minutes`), on the
+    run's data (`data_shape`)."""
     shape = data_shape(run, teachers)
-    memory = block_memory(run, shape, platform)
+    memory = block_memory(run, shape, platform, chunk_steps)
     return {"mem_mb": int(-(-memory.host_total // MiB)), "runtime": block_runtime_minutes(run, shape)}

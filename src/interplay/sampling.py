@@ -19,6 +19,7 @@ chain with a scan over draws, in chain chunks, so memory stays bounded for large
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import math
 import os
@@ -43,11 +44,14 @@ from interplay.models import (
     predictive_mean,
 )
 from interplay.posterior_io import REQUIRED_STATS, write_block
+from interplay.samplers.checkpoint import DEFAULT_CHUNK_STEPS, Checkpoint
 from interplay.workflow_logging import log_line
 
-SAMPLER_KINDS = ("mile", "mams", "nuts", "de", "mfvi", "laplace")
+SAMPLER_KINDS = ("mile", "mams", "nuts", "de", "mfvi", "laplace", "sghmc")
 # The sampler block of `sampler` that each MCMC kind reads.
 MCMC_SETTINGS = {"mile": "mclmc", "mams": "mams", "nuts": "nuts"}
+# Kinds whose sampler runs in checkpointed chunks (all kinds with a warm start checkpoint it).
+CHUNKED_KINDS = ("mile", "mams")
 # Sub-keys of each chain key: one independent stream per stage of the job.
 WARMSTART_STREAM, SAMPLER_STREAM = 0, 1
 # Predictive chunking: at most this many (chain x test point x unit) floats of activations at once.
@@ -169,13 +173,13 @@ def predictive_quantities(model: ModelSpec, draws: Mapping, x_test, y_test, n_di
     n_test = np.shape(x_test)[0]
     if n_test == 0:
         raise ValueError("the test split is empty: no predictive quantities")
-    leaves = {name: jnp.asarray(value) for name, value in draws.items()}
-    n_chain = next(iter(leaves.values())).shape[0]
+    leaves = dict(draws)  # on the host (numpy) or the device; each chunk goes to the device on its own
+    n_chain = np.shape(next(iter(leaves.values())))[0]
     chunk = predictive_chunk_size(n_chain, n_test, max(model.units), max_elements)
     compute = predictive_program(model, x_test, y_test, n_diag)
     outputs = []
     for start in range(0, n_chain, chunk):
-        piece = {k: v[start:start + chunk] for k, v in leaves.items()}
+        piece = {k: jnp.asarray(v[start:start + chunk]) for k, v in leaves.items()}
         size = next(iter(piece.values())).shape[0]
         if size < chunk:  # pad to the common chunk size: one compilation for all chunks
             piece = {k: jnp.concatenate([v, jnp.repeat(v[-1:], chunk - size, axis=0)])
@@ -247,9 +251,9 @@ def _n_classes(run: Mapping, splits) -> int | None:
 
 
 def _nonfinite_per_chain(tree) -> np.ndarray:
-    """Chains (leading axis) with any non-finite value in any leaf; evaluated where the arrays live."""
-    flags = [~jnp.isfinite(leaf.reshape(leaf.shape[0], -1)).all(axis=1) for leaf in jax.tree.leaves(tree)]
-    return np.asarray(jnp.stack(flags).any(axis=0))
+    """Chains (leading axis) with any non-finite value in any leaf."""
+    flags = [~np.isfinite(np.reshape(leaf, (np.shape(leaf)[0], -1))).all(axis=1) for leaf in jax.tree.leaves(tree)]
+    return np.stack(flags).any(axis=0)
 
 
 def diverged_causes_of(chains, causes: Mapping[str, np.ndarray]) -> dict[str, str]:
@@ -262,20 +266,55 @@ def diverged_causes_of(chains, causes: Mapping[str, np.ndarray]) -> dict[str, st
     return found
 
 
+def block_fingerprint(run: Mapping, block: int, data_path) -> dict:
+    """What a block's bits depend on, for its checkpoint (`interplay.samplers.checkpoint`): the run's
+    sampling settings, the block's chains, the prepared data's hashes, package versions and the platform."""
+    from interplay.data.prepare import prepared_provenance
+
+    chains = block_chains(run, block)
+    return {"settings": json.dumps(dict(run), sort_keys=True, default=str), "block": int(block),
+            "chains": [chains.start, chains.stop], "data": prepared_provenance(data_path), "versions": versions(),
+            "platform": jax.default_backend()}
+
+
+def block_checkpoint(run: Mapping, block: int, data_path, settings: Mapping | None, *, log=None) -> Checkpoint:
+    """The checkpoint of one `sample` job from the study's ``checkpoint`` settings (config schema):
+    ``<dir>/<run>/block-<block>/``, saved every ``every_minutes`` and on SIGTERM/SIGUSR1, chunks of
+    ``chunk_steps`` steps; with ``enabled: false`` (or `settings` None) nothing is saved, the chunks stay."""
+    settings = dict(settings or {})
+    chunk_steps = int(settings.get("chunk_steps", DEFAULT_CHUNK_STEPS))
+    if not settings.get("enabled", False):
+        return Checkpoint(chunk_steps=chunk_steps, log=log)
+    directory = Path(settings["dir"]) / str(run.get("name", "unknown")) / f"block-{int(block)}"
+    every = settings.get("every_minutes")
+    checkpoint = Checkpoint(directory, block_fingerprint(run, block, data_path), chunk_steps=chunk_steps,
+                            every_seconds=None if every is None else 60.0 * float(every), log=log)
+    if checkpoint.load():
+        stage, step = checkpoint.resumed_from or ("a boundary between stages", 0)
+        log_line(log, f"resuming from checkpoint {checkpoint.state_path}: {stage} step {step}", default=logger)
+    return checkpoint
+
+
 def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
-                 step_progress: bool = True) -> None:
+                 step_progress: bool = True, checkpoint: Checkpoint | None = None) -> None:
     """Sample the chains of `block` of `run` on the prepared data at `data_path`; write `out_path`.
 
-    ``step_progress`` logs progress (step, rate, ETA) from inside the warm-start and sampler programs, by
-    a host callback; JAX never writes such programs to its persistent compilation cache, so the pipeline's
-    default (config ``sample_progress: phases``) passes False and logs a line per finished stage instead.
-    The arrays do not depend on it.
+    The warm start, MILE and MAMS log progress (step, rate, ETA; at most every few seconds) from the host
+    after every chunk of steps. ``step_progress`` also logs NUTS's from inside its programs, by a host
+    callback; JAX never writes such programs to its persistent compilation cache, so the pipeline's default
+    (config ``sample_progress: phases``) passes False and logs a line per finished NUTS stage instead. The
+    arrays do not depend on it.
+
+    ``checkpoint`` (`block_checkpoint`) runs the warm start and MCLMC in its chunks of steps, saves the job's
+    state at its interval and on SIGTERM/SIGUSR1 (then raises `Interrupted`), resumes a saved state, and is
+    removed once the block file is written; the arrays are the same bits with or without it.
 
     Diverged chains (non-finite warm-start loss, energies, ELBO or positions) are written with their
     ``diverged`` flag and their causes (root attr ``diverged_causes``), even when all chains of the block
     diverged; their predictive quantities are computed all the same (NaN where the draws are).
     """
     job_start = time.perf_counter()
+    checkpoint = checkpoint if checkpoint is not None else Checkpoint()
     name = run.get("name", "unknown")
     chains = block_chains(run, block)
     sampler = run["sampler"]
@@ -303,12 +342,11 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
     if kind in ("mile", "mams", "nuts", "de"):
         from interplay.samplers.warmstart import train_ensemble_with_info, warmstart_grad_evals
 
-        start = time.perf_counter()
         members, val_loss, epochs = train_ensemble_with_info(
             model, prior, x_train, y_train, np.asarray(x_valid), np.asarray(y_valid, y_dtype),
-            _stream(keys, WARMSTART_STREAM), sampler["warmstart"], progress=in_program)
-        val_loss = np.asarray(jax.block_until_ready(val_loss), np.float64)
-        stats["warmstart_seconds"] = np.full(n_chain, time.perf_counter() - start)
+            _stream(keys, WARMSTART_STREAM), sampler["warmstart"], progress=progress, checkpoint=checkpoint)
+        val_loss = np.asarray(val_loss, np.float64)
+        stats["warmstart_seconds"] = np.full(n_chain, checkpoint.stage_seconds("warmstart"))
         stats["warmstart_epochs"] = np.asarray(epochs, np.int64)
         stats["warmstart_grad_evals"] = np.asarray(
             warmstart_grad_evals(np.asarray(epochs, np.int64), x_train.shape[0],
@@ -327,9 +365,12 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
         logdensity = make_logdensity(model, prior, x_train, y_train)
         run_fn = _sampler_fn(kind)
         cfg = sampler[MCMC_SETTINGS[kind]]
-        draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, progress=in_program)
+        # chunked samplers report progress from the host after every chunk; NUTS only from inside its programs
+        chunked = {"checkpoint": checkpoint, "progress": progress} if kind in CHUNKED_KINDS else \
+            {"progress": in_program}
+        draws, sampler_stats = run_fn(logdensity, members, sampler_keys, cfg, **chunked)
         sampler_stats = dict(sampler_stats)
-        if not step_progress:
+        if kind not in CHUNKED_KINDS and not step_progress:
             progress.info(f"{kind} done: warmup {np.max(sampler_stats['warmup_seconds']):.1f} s, "
                           f"sampling {np.max(sampler_stats['sampling_seconds']):.1f} s")
         sampler_flag = np.asarray(sampler_stats.pop("diverged"), bool)
@@ -352,6 +393,14 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
                                                          sampler["laplace"], progress=progress)
         causes["non-finite MAP loss or Laplace covariance"] = laplace_stats.pop("diverged")
         stats.update(step_size=nan, L=nan, energy_variance=nan, **laplace_stats)
+    elif kind == "sghmc":  # its own warm start, then adaptive SGHMC on minibatches (interplay.samplers.sghmc)
+        from interplay.samplers.sghmc import run_sghmc_block
+
+        draws, sghmc_stats, sghmc_causes = run_sghmc_block(
+            model, prior, (x_train, y_train), (x_valid, y_valid), _stream(keys, WARMSTART_STREAM), sampler_keys,
+            sampler, progress=in_program, checkpoint=checkpoint)
+        stats.update(sghmc_stats)
+        causes.update(sghmc_causes)
     else:
         from interplay.samplers.mfvi import run_mfvi
 
@@ -361,7 +410,7 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
         causes["non-finite ELBO"] = mfvi_stats.pop("diverged").astype(bool)
         stats.update(step_size=nan, L=nan, energy_variance=nan, **mfvi_stats)
 
-    draws = {leaf: jnp.asarray(value, jnp.float32) for leaf, value in draws.items()}  # stay on the device
+    draws = {leaf: np.asarray(value, np.float32) for leaf, value in draws.items()}  # on the host
     causes["non-finite positions"] = _nonfinite_per_chain(draws)
     diverged = np.any(list(causes.values()), axis=0)
     stats["diverged"] = diverged.astype(np.int8)
@@ -381,7 +430,6 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
 
         predictive.update(laplace_predictive(model, laplace_fits, np.asarray(x_test), np.asarray(y_test)))
     stats["predictive_seconds"] = np.full(n_chain, time.perf_counter() - start)
-    draws = {leaf: np.asarray(value) for leaf, value in draws.items()}
     for stat in REQUIRED_STATS:
         stats.setdefault(stat, nan)
     stats = {k: np.asarray(v) for k, v in stats.items()}
@@ -394,6 +442,7 @@ def sample_block(run: Mapping, block: int, data_path, out_path, *, log=None,
              "git_commit": git_commit(), "device": device_description(), "sampler_kind": kind,
              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "")}
     write_block(out_path, draws, stats, predictive, model=model, run=run, chains=chains, attrs=attrs)
+    checkpoint.remove()  # the block is complete: its saved state is not needed again
     progress.info(f"wrote {out_path} in {time.perf_counter() - job_start:.1f} s total")
 
 

@@ -6,7 +6,10 @@ is parsed, so nothing here may import JAX) and the data stage (the teacher netwo
 
 Parameter leaves: ``kernel_{l}`` of shape ``(units_l, units_{l+1})``, ``bias_{l}`` of shape
 ``(units_{l+1},)`` when the model has biases, and the scalar ``log_sigma`` for ``mean_regr`` with a
-sampled noise scale; layer ``l`` runs from 0 to ``n_layers - 1``.
+sampled noise scale; layer ``l`` runs from 0 to ``n_layers - 1``. A convolutional net (``ModelSpec.conv``)
+adds ``conv_kernel_{k}`` of shape ``(kernel, kernel, channels_k, channels_{k+1})`` (HWIO) and
+``conv_bias_{k}`` of shape ``(channels_{k+1},)`` for its convolution ``k`` (0 .. n_conv - 1), run before the
+dense layers; ``units_0`` is then the flattened output of the last convolution.
 """
 
 from __future__ import annotations
@@ -64,18 +67,33 @@ def leaf_prior_scales(n_layers: int, *, bias: bool, scale, bias_scale=None, bias
     return scales
 
 
+def conv_leaf_layer(name: str) -> int | None:
+    """The convolution of a conv leaf (``conv_kernel_1`` -> 1); None for any other leaf."""
+    kind, _, layer = name.rpartition("_")
+    if kind in ("conv_kernel", "conv_bias") and layer.isdigit():
+        return int(layer)
+    return None
+
+
 def leaf_layer(name: str) -> int:
-    """The layer of a leaf (``kernel_2`` -> 2); -1 for ``log_sigma``."""
+    """The dense layer of a leaf (``kernel_2`` -> 2); -1 for ``log_sigma`` and the convolutions' leaves
+    (`conv_leaf_layer` gives theirs)."""
     kind, _, layer = name.rpartition("_")
     if kind in ("kernel", "bias") and layer.isdigit():
         return int(layer)
-    if name == "log_sigma":
+    if name == "log_sigma" or conv_leaf_layer(name) is not None:
         return -1
     raise ValueError(f"unknown parameter leaf {name!r}")
 
 
 def leaf_dims(name: str) -> tuple[str, ...]:
-    """Dimension names of one leaf (DESIGN.md: ``units_l`` shared between adjacent layers)."""
+    """Dimension names of one leaf (DESIGN.md: ``units_l`` shared between adjacent dense layers,
+    ``channels_k`` between adjacent convolutions)."""
+    conv = conv_leaf_layer(name)
+    if conv is not None:
+        if name.startswith("conv_kernel_"):
+            return (f"conv_height_{conv}", f"conv_width_{conv}", f"channels_{conv}", f"channels_{conv + 1}")
+        return (f"channels_{conv + 1}",)
     layer = leaf_layer(name)
     if name.startswith("kernel_"):
         return (f"units_{layer}", f"units_{layer + 1}")
@@ -85,8 +103,68 @@ def leaf_dims(name: str) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class ConvLayer:
+    """One convolution: `filters` output channels, a square `kernel` x `kernel` window, stride 1 and
+    `padding` zeros on every side of the image (the authors' FMNIST net: 1 filter, 3 x 3, padding 2),
+    followed by the model's activation."""
+
+    filters: int
+    kernel: int
+    padding: int = 0
+
+    def __post_init__(self) -> None:
+        for key in ("filters", "kernel"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"model conv {key} must be a positive integer, got {value!r}")
+        if isinstance(self.padding, bool) or not isinstance(self.padding, Integral) or self.padding < 0:
+            raise ValueError(f"model conv padding must be a non-negative integer, got {self.padding!r}")
+
+    def output_size(self, size: int) -> int:
+        """Height (or width) of the output of an input of height (width) `size`."""
+        return size + 2 * self.padding - self.kernel + 1
+
+
+def conv_output_shape(image_shape: Sequence[int], conv: Sequence[ConvLayer]) -> tuple[int, int, int]:
+    """(height, width, channels) after the convolutions; ValueError when an output would be empty."""
+    height, width, channels = (int(n) for n in image_shape)
+    for index, layer in enumerate(conv):
+        height, width, channels = layer.output_size(height), layer.output_size(width), layer.filters
+        if height < 1 or width < 1:
+            raise ValueError(f"model conv layer {index} ({layer.kernel}x{layer.kernel}, padding {layer.padding}) "
+                             f"leaves no pixels of the {tuple(image_shape)} image")
+    return height, width, channels
+
+
+def conv_leaf_shapes(image_shape: Sequence[int], conv: Sequence[ConvLayer], *,
+                     bias: bool) -> dict[str, tuple[int, ...]]:
+    """Shapes of the convolutions' leaves: conv_kernel_k (k, k, c_in, c_out) and conv_bias_k (c_out,)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    channels = int(image_shape[2])
+    for index, layer in enumerate(conv):
+        shapes[f"conv_kernel_{index}"] = (layer.kernel, layer.kernel, channels, layer.filters)
+        if bias:
+            shapes[f"conv_bias_{index}"] = (layer.filters,)
+        channels = layer.filters
+    return shapes
+
+
+def conv_layers(specs) -> tuple[ConvLayer, ...]:
+    """ConvLayers from config entries ({filters, kernel, padding} mappings) or ConvLayers."""
+    layers = []
+    for spec in specs or ():
+        if isinstance(spec, ConvLayer):
+            layers.append(spec)
+        else:
+            layers.append(ConvLayer(int(spec["filters"]), int(spec["kernel"]), int(spec.get("padding", 0))))
+    return tuple(layers)
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """Architecture and likelihood of a fully connected network (hashable: usable as a jit static)."""
+    """Architecture and likelihood of a network (hashable: usable as a jit static): optional convolutions
+    (`conv`, on inputs that are flattened images of `image_shape` (height, width, channels), row-major), then
+    fully connected layers."""
 
     in_dim: int
     hidden: tuple[int, ...]
@@ -95,6 +173,8 @@ class ModelSpec:
     bias: bool
     likelihood: str
     sigma: float | None = None
+    conv: tuple[ConvLayer, ...] = ()
+    image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.in_dim, bool) or not isinstance(self.in_dim, Integral) or self.in_dim < 1:
@@ -116,6 +196,17 @@ class ModelSpec:
                                  f"not {self.likelihood!r}")
             if not (isinstance(self.sigma, Real) and self.sigma > 0 and math.isfinite(self.sigma)):
                 raise ValueError(f"model sigma must be a positive finite number, got {self.sigma!r}")
+        if not all(isinstance(layer, ConvLayer) for layer in self.conv):
+            raise ValueError(f"model conv must hold ConvLayer entries, got {self.conv!r}")
+        if self.conv and self.image_shape is None:
+            raise ValueError("model conv layers need the inputs' image_shape (height, width, channels)")
+        if self.image_shape is not None:
+            if len(self.image_shape) != 3 or not all(isinstance(n, Integral) and n >= 1 for n in self.image_shape):
+                raise ValueError(f"model image_shape must be three positive integers, got {self.image_shape!r}")
+            if math.prod(self.image_shape) != self.in_dim:
+                raise ValueError(f"model image_shape {tuple(self.image_shape)} has {math.prod(self.image_shape)} "
+                                 f"values, but the inputs have {self.in_dim} features")
+            conv_output_shape(self.image_shape, self.conv)
 
     @classmethod
     def from_run(cls, run: Mapping, in_dim: int, n_classes: int | None = None) -> ModelSpec:
@@ -134,6 +225,7 @@ class ModelSpec:
         else:
             out_dim = {"regr": 2, "mean_regr": 1}.get(likelihood, 1)
         sigma = model.get("sigma")
+        image_shape = model.get("image_shape")
         return cls(
             in_dim=int(in_dim),
             hidden=hidden,
@@ -142,17 +234,34 @@ class ModelSpec:
             bias=bool(model.get("bias", True)),
             likelihood=likelihood,
             sigma=None if sigma is None else float(sigma),
+            conv=conv_layers(model.get("conv")),
+            image_shape=None if image_shape is None else tuple(int(n) for n in image_shape),
         )
 
     @property
     def n_layers(self) -> int:
-        """Number of weight layers (hidden layers + output layer)."""
+        """Number of dense weight layers (hidden layers + output layer)."""
         return len(self.hidden) + 1
 
     @property
+    def n_conv(self) -> int:
+        """Number of convolutions (before the dense layers)."""
+        return len(self.conv)
+
+    @property
+    def conv_output_shape(self) -> tuple[int, int, int] | None:
+        """(height, width, channels) of the last convolution's output; None without convolutions."""
+        return conv_output_shape(self.image_shape, self.conv) if self.conv else None
+
+    @property
+    def dense_in_dim(self) -> int:
+        """Inputs of the first dense layer: the features, or the flattened output of the convolutions."""
+        return math.prod(self.conv_output_shape) if self.conv else self.in_dim
+
+    @property
     def units(self) -> tuple[int, ...]:
-        """Widths ``units_0`` (inputs) ... ``units_{n_layers}`` (outputs)."""
-        return (self.in_dim, *self.hidden, self.out_dim)
+        """Widths ``units_0`` (the dense part's inputs) ... ``units_{n_layers}`` (outputs)."""
+        return (self.dense_in_dim, *self.hidden, self.out_dim)
 
     @property
     def layer_shapes(self) -> tuple[tuple[int, int], ...]:
@@ -194,16 +303,27 @@ class PriorSpec:
             bias_scale=prior.get("bias_scale"),
             bias=prior.get("bias", "gaussian"),
             log_sigma_scale=prior.get("log_sigma_scale", 1.0),
+            conv_scale=prior.get("conv_scale"),
         )
 
     @classmethod
     def build(cls, model: ModelSpec, scale, bias_scale=None, bias: str = "gaussian",
-              log_sigma_scale: float = 1.0) -> PriorSpec:
-        """Per-leaf scales from tau (scalar or per layer) and the bias settings."""
+              log_sigma_scale: float = 1.0, conv_scale=None) -> PriorSpec:
+        """Per-leaf scales from tau (scalar or per layer) and the bias settings; the convolutions' leaves
+        (kernel and bias alike) take `conv_scale` (scalar or one per convolution; default: the first dense
+        layer's kernel tau), placed first."""
         scales = leaf_prior_scales(model.n_layers, bias=model.bias, scale=scale, bias_scale=bias_scale,
                                    bias_prior=bias,
                                    log_sigma_scale=log_sigma_scale if model.samples_log_sigma else None)
-        return cls(tuple(scales.items()))
+        conv: dict[str, float | None] = {}
+        if model.conv:
+            taus = per_layer_values(scales["kernel_0"] if conv_scale is None else conv_scale, model.n_conv,
+                                    "conv_scale")
+            for index in range(model.n_conv):
+                conv[f"conv_kernel_{index}"] = taus[index]
+                if model.bias:
+                    conv[f"conv_bias_{index}"] = None if bias == "flat" else taus[index]
+        return cls(tuple({**conv, **scales}.items()))
 
 
 def leaf_shapes(units: Sequence[int], *, bias: bool, log_sigma: bool = False) -> dict[str, tuple[int, ...]]:
@@ -224,8 +344,9 @@ def count_params(shapes: Mapping[str, tuple[int, ...]]) -> int:
 
 
 def param_shapes(model: ModelSpec) -> dict[str, tuple[int, ...]]:
-    """Shape of each parameter leaf (one parameter set, no chain/draw axes)."""
-    return leaf_shapes(model.units, bias=model.bias, log_sigma=model.samples_log_sigma)
+    """Shape of each parameter leaf (one parameter set, no chain/draw axes): convolutions first."""
+    conv = conv_leaf_shapes(model.image_shape, model.conv, bias=model.bias) if model.conv else {}
+    return {**conv, **leaf_shapes(model.units, bias=model.bias, log_sigma=model.samples_log_sigma)}
 
 
 def param_dims(model: ModelSpec) -> dict[str, tuple[str, ...]]:

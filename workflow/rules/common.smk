@@ -6,6 +6,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from interplay import config as study_config  # noqa: E402
 from interplay.analysis import ANALYSES, NEEDS_PREPARED_DATA  # noqa: E402
+from interplay.data.images import IMAGE_DATASETS  # noqa: E402
 
 # Validates the whole config (schema defaults filled in) and expands sweeps, so a bad key or value
 # fails here, before any job runs, with a message naming it.
@@ -48,6 +49,13 @@ def table_source(wildcards):
     return f"results/data/download/{wildcards.dataset}"
 
 
+def prepare_source(wildcards):
+    """What `prepare` reads: an image data set's decoded arrays, every other data set's study table."""
+    if wildcards.dataset in IMAGE_DATASETS:
+        return f"results/data/images/{wildcards.dataset}.nc"
+    return f"results/data/tables/{wildcards.dataset}.data"
+
+
 def table_settings(wildcards):
     """What the `table` job reads of the config: a teacher's or an own data set's settings (keys sorted:
     reordering them must not remake the table, and so resample), None for a UCI data set."""
@@ -62,7 +70,8 @@ def sample_request(wildcards):
     """The job's estimate (interplay.config.sample_resources): the run's data sizes (teachers' from the
     config), host memory as on a GPU node with sample_env cuda, else as on a CPU (everything in host memory)."""
     platform = "gpu" if config["sample_env"] == "cuda" else "cpu"
-    return study_config.sample_resources(RUNS[wildcards.run], DATA_SHAPES, platform)
+    return study_config.sample_resources(RUNS[wildcards.run], DATA_SHAPES, platform,
+                                         config["checkpoint"]["chunk_steps"])
 
 
 def prepared_data(wildcards):

@@ -33,9 +33,24 @@ rule table:
         "../scripts/table.py"
 
 
+# Image data sets (interplay.data.images): the download's files decoded into arrays, md5- and hash-checked.
+rule image_arrays:
+    input:
+        "results/data/download/{dataset}",
+    output:
+        "results/data/images/{dataset}.nc",
+    log:
+        "results/logs/image_arrays/{dataset}.log",
+    conda:
+        CPU_ENV
+    script:
+        "../scripts/image_arrays.py"
+
+
 rule prepare:
     input:
-        "results/data/tables/{dataset}.data",
+        # the study table, or an image data set's decoded arrays (common.smk)
+        prepare_source,
     output:
         # {order}: `seed` (data.split shuffle) or `authors` (the authors' permutation, seed = their rng)
         "results/data/prepared/{dataset}/{order}-{seed}_std-{standardise}.nc",

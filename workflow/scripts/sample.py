@@ -12,18 +12,17 @@ from interplay.samplers import use_cpu_cores
 use_cpu_cores(snakemake.threads)
 # JAX's persistent compilation cache, shared by the study's jobs: on before anything compiles.
 cache = enable_compilation_cache(snakemake.config["compilation_cache"])
-from interplay.sampling import sample_block
+from interplay.sampling import block_checkpoint, sample_block
 from interplay.workflow_logging import log_to
 
+run = json.loads(snakemake.params.settings)  # interplay.config.sampling_settings of the run
+block = int(snakemake.wildcards.block)
 with log_to(snakemake.log[0]) as log:
     log.info(f"compilation cache: {cache if cache is not None else 'disabled'}")
-    with CompileTimes() as compile_times:
-        sample_block(
-            json.loads(snakemake.params.settings),  # interplay.config.sampling_settings of the run
-            int(snakemake.wildcards.block),
-            snakemake.input.data,
-            snakemake.output[0],
-            log=log,
-            step_progress=snakemake.config["sample_progress"] == "steps",
-        )
+    # Saved at an interval and on SIGTERM/SIGUSR1 (Slurm's warning before a time limit or preemption);
+    # a rerun of this job resumes it. Not a rule output: Snakemake never deletes it with a failed job.
+    checkpoint = block_checkpoint(run, block, snakemake.input.data, snakemake.config["checkpoint"], log=log)
+    with CompileTimes() as compile_times, checkpoint.signals():
+        sample_block(run, block, snakemake.input.data, snakemake.output[0], log=log,
+                     step_progress=snakemake.config["sample_progress"] == "steps", checkpoint=checkpoint)
     log.info(compile_times.summary())

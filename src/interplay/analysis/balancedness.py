@@ -16,6 +16,18 @@ same argument for one hidden unit j (scale its incoming weights and bias, unscal
 weights) gives ``tau_l^-2 E||w_in,j||^2 + tau_b^-2 E b_j^2 - tau_{l+1}^-2 E||w_out,j||^2 =
 (fan_in + 1) - fan_out`` (fan_in alone without a bias). tanh is not homogeneous: the identity
 does not apply there (the table says so but still reports the numbers).
+
+Convolutions (family ``filter``): scaling filter f of convolution k (its kernel slice ``K_k[..., f]`` and bias
+``b_k[f]``) by lambda and every weight that reads channel f of its output by 1 / lambda (the next
+convolution's ``K_{k+1}[:, :, f, :]``, or, after the last convolution, the rows of the first dense kernel
+for the pixels of channel f: flattened unit i has channel i mod F) leaves a ReLU net unchanged, so the same
+argument gives, per filter,
+
+    tau_k^-2 E||K_k[..., f]||^2 + tau_b^-2 E b_k[f]^2 - tau_out^-2 E||out_f||^2
+        = (kernel^2 c_in + 1) - #out_f,
+
+#out_f = kernel'^2 c_out' (next convolution) or pixels x units_1 (first dense layer). tests/test_balancedness_conv.py
+checks it on prior draws, where both sides are known.
 """
 
 from __future__ import annotations
@@ -224,6 +236,70 @@ def verdict(table: pd.DataFrame, margin: float = DEFAULT_MARGIN) -> str:
 # ----------------------------------------------------------------------------- streaming estimate
 
 
+class ConvSpec(NamedTuple):
+    """One convolution of a posterior file: its leaves, prior scales and what reads its output."""
+
+    index: int
+    kernel: str
+    bias: str | None
+    shape: tuple[int, int, int, int]  # (kernel, kernel, c_in, filters)
+    kernel_scale: float
+    bias_scale: float | None
+    outgoing: str                     # the next conv_kernel, or kernel_0
+    outgoing_scale: float
+    outgoing_per_filter: int
+
+
+def conv_layout(posterior_path, layers: Sequence[LayerSpec]) -> list[ConvSpec]:
+    """The convolutions stored in a posterior file (conv_kernel_k with its prior_scale attrs), in order."""
+    from interplay.analysis.posterior_files import group_variables
+
+    variables = group_variables(posterior_path, "posterior")
+    kernels = sorted((n for n in variables if n.startswith("conv_kernel_")), key=lambda n: int(n.rsplit("_", 1)[1]))
+    specs = []
+    for index, name in enumerate(kernels):
+        var = variables[name]
+        shape = tuple(var.shape[2:])
+        bias = variables.get(f"conv_bias_{index}")
+        if index + 1 < len(kernels):
+            nxt = variables[f"conv_kernel_{index + 1}"]
+            outgoing, out_scale = nxt.name, nxt.prior_scale
+            per_filter = nxt.shape[2] * nxt.shape[3] * nxt.shape[5]
+        else:
+            first = layers[0]
+            outgoing, out_scale = first.kernel, first.kernel_scale
+            per_filter = first.fan_in // shape[3] * first.fan_out
+        if var.prior_scale is None or out_scale is None:
+            raise ValueError(f"{posterior_path}: {name} or {outgoing} has no prior_scale attr")
+        specs.append(ConvSpec(index, name, None if bias is None else bias.name, shape, var.prior_scale,
+                              None if bias is None else bias.prior_scale, outgoing, float(out_scale), per_filter))
+    return specs
+
+
+def filter_terms(kernel: np.ndarray, bias: np.ndarray | None, outgoing: np.ndarray, *, tau: float,
+                 bias_tau: float | None, tau_next: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-draw, per-filter terms (chain, draw, filter), float64: left_f = tau^-2 ||K[..., f]||^2 + tau_b^-2
+    b_f^2, right_f = tau_next^-2 ||weights reading channel f||^2. `kernel` (chain, draw, k, k, c_in, F);
+    `outgoing` the next convolution's kernel (chain, draw, k', k', F, F') or the first dense kernel
+    (chain, draw, pixels * F, units_1), whose row i reads channel i mod F."""
+    filters = kernel.shape[-1]
+    left = np.einsum("cdhwif,cdhwif->cdf", kernel, kernel).astype(np.float64) / tau**2
+    if bias is not None and bias_tau is not None:
+        left += np.square(bias, dtype=np.float64) / bias_tau**2
+    if outgoing.ndim == 6:
+        right = np.einsum("cdhwfo,cdhwfo->cdf", outgoing, outgoing)
+    else:
+        rows = outgoing.reshape(*outgoing.shape[:2], -1, filters, outgoing.shape[-1])
+        right = np.einsum("cdpfu,cdpfu->cdf", rows, rows)
+    return left, right.astype(np.float64) / tau_next**2
+
+
+def filter_rhs(conv: ConvSpec) -> int:
+    """(#kernel entries of one filter + its bias) - #weights reading its channel."""
+    k_h, k_w, c_in, _ = conv.shape
+    return k_h * k_w * c_in + (1 if conv.bias else 0) - conv.outgoing_per_filter
+
+
 def _pairs(layers: Sequence[LayerSpec]) -> list[tuple[LayerSpec, LayerSpec]]:
     return list(itertools.pairwise(layers))
 
@@ -243,7 +319,7 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
     >= `min_chains` chains (chains are independent), df = G - 1; otherwise batch means over contiguous
     draws of each chain, df = n_chains * (batches - 1). Tests: Student t, Bonferroni per family
     (layer pairs; units) at `level`; relative errors with simultaneous intervals judged against
-    `margin` (family_verdict). Rows: kind = layer_pair | neuron | verdict (families layer_pair, neuron
+    `margin` (family_verdict). Rows: kind = layer_pair | neuron | filter (convolutions) | verdict (families layer_pair, neuron, filter
     and run, the most severe of the two).
     """
     run = dict(run) if run is not None else read_run_config(posterior_path)
@@ -264,10 +340,18 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
     pair_sums = GroupSums(groups, (len(pairs), 2))
     neuron_sums = [GroupSums(groups, (u, 2)) for u in units]
 
-    names = sorted({n for layer in layers for n in (layer.kernel, layer.bias) if n is not None})
+    convs = conv_layout(posterior_path, layers)
+    filter_sums = [GroupSums(groups, (conv.shape[3], 2)) for conv in convs]
+    names = sorted({n for layer in layers for n in (layer.kernel, layer.bias) if n is not None}
+                   | {n for conv in convs for n in (conv.kernel, conv.bias) if n is not None})
     for first, block in iter_chain_blocks(posterior_path, "posterior", names, max_bytes=max_bytes,
                                           dtype=np.float32):
         n = next(iter(block.values())).shape[0]
+        for conv, sums in zip(convs, filter_sums):
+            left, right = filter_terms(block[conv.kernel], block[conv.bias] if conv.bias else None,
+                                       block[conv.outgoing], tau=conv.kernel_scale, bias_tau=conv.bias_scale,
+                                       tau_next=conv.outgoing_scale)
+            sums.add(first, np.stack([left, right], axis=-1))
         pair_block = np.empty((n, n_draws, len(pairs), 2))
         for i, (layer, nxt) in enumerate(pairs):
             args = (block[layer.kernel], block[layer.bias] if layer.bias else None, block[nxt.kernel])
@@ -292,8 +376,19 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
     neuron_table.insert(0, "layer", np.concatenate([np.full(u, layer.index) for u, (layer, _) in zip(units, pairs)]))
     neuron_table["kind"] = neuron_table["family"] = "neuron"
 
+    families = [("layer_pair", pair_table), ("neuron", neuron_table)]
+    if convs:  # one Bonferroni family over the filters of every convolution
+        summaries = [summarise(sums) for sums in filter_sums]
+        stacked = Summary(*(np.concatenate([getattr(x, f) for x in summaries]) for f in Summary._fields[:6]),
+                          summaries[0].df, summaries[0].se_method)
+        filter_table = family_table(stacked, np.concatenate([np.full(c.shape[3], filter_rhs(c)) for c in convs]),
+                                    level)
+        filter_table.insert(0, "neuron", np.concatenate([np.arange(c.shape[3]) for c in convs]))
+        filter_table.insert(0, "layer", np.concatenate([np.full(c.shape[3], c.index) for c in convs]))
+        filter_table["kind"] = filter_table["family"] = "filter"
+        families.append(("filter", filter_table))
     verdict_rows = []
-    for family, t in (("layer_pair", pair_table), ("neuron", neuron_table)):
+    for family, t in families:
         outcome, worst = family_verdict(t, margin, applies=applies)
         abs_t = np.abs(t["t"].to_numpy(np.float64))
         verdict_rows.append({
@@ -306,7 +401,7 @@ def balancedness_table(posterior_path, run: Mapping | None = None, *, level: flo
     verdict_rows.append({"kind": "verdict", "family": "run", "level": level, "margin": margin,
                          "verdict": combine_verdicts([r["verdict"] for r in verdict_rows]),
                          "worst_rel_error": max(worst_all, key=abs) if worst_all else np.nan})
-    table = pd.concat([pair_table, neuron_table, pd.DataFrame(verdict_rows)], ignore_index=True)
+    table = pd.concat([t for _, t in families] + [pd.DataFrame(verdict_rows)], ignore_index=True)
     return table.assign(**common).reindex(columns=COLUMNS)
 
 

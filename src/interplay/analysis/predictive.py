@@ -6,7 +6,9 @@ and mean, so the posterior predictive over any set S of chains is the average ov
 - posterior-mean prediction = mean over chains of pred_mean (RMSE on the standardised scale);
 - mixture CDF at y_i: F_i = mean over chains of pit_{c,i}; y_i lies inside the central q interval
   iff (1 - q)/2 <= F_i <= (1 + q)/2 (coverage);
-- classification: accuracy of argmax_k of the mean class probabilities.
+- classification: accuracy of argmax_k of the mean class probabilities, and their calibration: the
+  expected calibration error (`ece`: top-label confidence in 10 equal-width bins, sum over bins of
+  n_b / N |accuracy_b - confidence_b|) and the multi-class Brier score (`brier`: mean_i sum_k (p_ik - 1[y_i = k])^2).
 Monte Carlo errors: delete-one-group jackknife over <= 100 contiguous chain groups (chains are
 independent); `test_se` is the separate sampling error over test points (sd_i / sqrt(N)).
 Deep ensembles and MFVI write the same groups and are scored by the same code.
@@ -86,6 +88,28 @@ def _jackknife_se(loo: np.ndarray) -> float:
     return float(np.sqrt((g - 1) / g * np.sum((loo - loo.mean()) ** 2)))
 
 
+ECE_BINS = 10
+
+
+def expected_calibration_error(probs: np.ndarray, labels: np.ndarray, n_bins: int = ECE_BINS) -> float:
+    """Top-label ECE of class probabilities (n, classes): confidences max_k p_ik in `n_bins` equal-width bins
+    of (0, 1], sum over bins of (share of points) x |accuracy - mean confidence|."""
+    confidence = probs.max(axis=-1)
+    correct = probs.argmax(axis=-1) == labels
+    bins = np.clip(np.ceil(confidence * n_bins).astype(np.int64) - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in np.unique(bins):
+        inside = bins == b
+        total += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return float(total)
+
+
+def brier_scores(probs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per point sum_k (p_ik - 1[y_i = k])^2."""
+    onehot = np.eye(probs.shape[-1])[labels]
+    return np.square(probs - onehot).sum(axis=-1)
+
+
 def predictive_metrics(posterior_path, run: Mapping | None = None, *, levels: Sequence[float] = COVERAGE_LEVELS,
                        max_groups: int = MAX_GROUPS, max_bytes: int = DEFAULT_BLOCK_BYTES) -> pd.DataFrame:
     """LPPD, RMSE / accuracy and interval coverage with Monte Carlo (chain jackknife) and test-set errors."""
@@ -136,6 +160,11 @@ def predictive_metrics(posterior_path, run: Mapping | None = None, *, levels: Se
         correct = total_mean.argmax(axis=-1) == y.astype(np.int64)
         loo_acc = (loo_mean.argmax(axis=-1) == y.astype(np.int64)[None]).mean(axis=1)
         add("accuracy", correct.mean(), loo_acc, correct.astype(np.float64))
+        labels = y.astype(np.int64)
+        add("ece", expected_calibration_error(total_mean, labels),
+            np.array([expected_calibration_error(m, labels) for m in loo_mean]), np.zeros(0))
+        brier = brier_scores(total_mean, labels)
+        add("brier", brier.mean(), np.array([brier_scores(m, labels).mean() for m in loo_mean]), brier)
     else:
         sq = (total_mean - y) ** 2
         add("rmse", np.sqrt(sq.mean()), np.sqrt(((loo_mean - y[None]) ** 2).mean(axis=1)), sq)

@@ -268,8 +268,15 @@ def download(
     """Fetch `dataset` into `out_dir` (which then holds exactly one file) and return that file's path.
 
     `retries` is the number of attempts per URL (>= 1), `timeout` the seconds per attempt.
-    `mirror`: see the module docstring.
+    `mirror`: see the module docstring. Image data sets (`interplay.data.images`) keep all their files
+    (`download_images`).
     """
+    from interplay.data.images import IMAGE_DATASETS, download_images
+
+    if dataset in IMAGE_DATASETS:
+        if not (isinstance(retries, int) and retries >= 1):
+            raise ValueError(f"retries must be an integer >= 1 (attempts per URL), got {retries!r}")
+        return Path(download_images(dataset, out_dir, mirror, timeout=timeout, retries=retries)[0]).parent
     source = get_source(dataset)
     if not (isinstance(retries, int) and retries >= 1):
         raise ValueError(f"retries must be an integer >= 1 (attempts per URL), got {retries!r}")

@@ -113,8 +113,14 @@ def prepare_split(
     "Prepared data"; the `row` coordinate holds each row's index in the table. `feature_names` name the
     table's feature columns (default: the UCI data set's, else x0, x1, ...); `source` (an own data set's
     `path` and `sha256`) is recorded as the attrs `source` and `source_sha256`, a split other than
-    "shuffle" as the attr `split_order`.
+    "shuffle" as the attr `split_order`. An image data set's `table_path` is its decoded arrays
+    (`interplay.data.images.prepare_image_split` does the work).
     """
+    from interplay.data.images import IMAGE_DATASETS, prepare_image_split
+
+    if dataset in IMAGE_DATASETS:  # decoded arrays (`table_path`): per-channel standardisation, the authors' sizes
+        return prepare_image_split(table_path, out_path, dataset=dataset, seed=seed, standardise=standardise,
+                                   split=split)
     if standardise not in STANDARDISE:
         raise ValueError(f"standardise must be one of {STANDARDISE}, got {standardise!r}")
     task = task or (DATASETS[dataset].task if dataset in DATASETS else "regression")

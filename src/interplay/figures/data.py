@@ -126,7 +126,8 @@ def architecture(run: Mapping) -> str:
     return "-".join(str(h) for h in hidden) if hidden else "linear"
 
 
-SAMPLER_LABELS = {"mile": "MILE", "mams": "MAMS", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI", "laplace": "LA"}
+SAMPLER_LABELS = {"mile": "MILE", "mams": "MAMS", "nuts": "NUTS", "de": "DE", "mfvi": "MFVI", "laplace": "LA",
+                  "sghmc": "SGHMC"}
 
 
 def sampler_label(run: Mapping) -> str:

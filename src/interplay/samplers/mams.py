@@ -47,7 +47,6 @@ Then ``steps`` transitions keep every ``thin``-th position.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping
 from functools import partial
 from typing import NamedTuple
@@ -63,21 +62,17 @@ from jax.flatten_util import ravel_pytree
 
 from interplay.config import MAMS_BURN_IN_PHASES, MAMS_MIN_BURN_IN_STEPS, mams_burn_in_plan
 from interplay.samplers import (
-    CHAIN_AXIS,
     check_chain_inputs,
     check_counts,
-    finish_phase,
-    hashable_callback,
     kernel_group_width,
     map_chains,
-    maybe_report,
     mclmc,
     on_chain_shards,
     pad_chains,
     per_chain_keys,
-    report_every,
     spread_chains,
 )
+from interplay.samplers.checkpoint import Checkpoint, run_draws_stage, run_stage
 
 # The McLachlan integrator evaluates the gradient twice per integration step (the last is reused).
 GRADS_PER_STEP = 2
@@ -214,7 +209,8 @@ _KERNEL = bj_mams.build_kernel(integration_steps_fn=integration_steps, integrato
 
 
 def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
-             progress: Callable[[str, int, int], None] | None = None) -> tuple[dict, dict]:
+             progress: Callable[[str, int, int], None] | None = None,
+             checkpoint: Checkpoint | None = None) -> tuple[dict, dict]:
     """Tune and run MAMS for all chains at once.
 
     Args:
@@ -223,10 +219,13 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         keys: (chains, 2) PRNG keys, one per chain (a chain's result depends on its key only).
         cfg: ``sampler.mams`` (DESIGN.md).
         progress: optional host callback ``progress(phase, step, total)`` ("burn-in warmup",
-            "burn-in sampling", "warmup", "sampling").
+            "burn-in sampling", "warmup", "sampling"), called after every chunk.
+        checkpoint: runs the stages (the burn-in's ``mams/burn-in/...``, then ``mams/tune12``, ``mams/tune3``,
+            ``mams/sample``) in chunks, saves and resumes them (`interplay.samplers.checkpoint`); a chunk of
+            the adjusted stages is ``chunk_steps // max_integration_steps`` transitions (at least one).
 
     Returns:
-        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin.
+        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin (numpy).
         stats: (chain,) numpy arrays ``step_size``, ``L``, ``acceptance_rate`` and
             ``n_integration_steps`` (means over the sampling transitions), ``n_divergent`` (transitions
             whose energy error passed 1000), ``rejected_all`` (no proposal accepted while sampling),
@@ -235,74 +234,128 @@ def run_mams(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
             (burn-in included), ``sampling_seconds``.
     """
     cfg = resolve_config(cfg)
+    checkpoint = checkpoint if checkpoint is not None else Checkpoint()
     n_chains = check_chain_inputs(initial_positions, keys)
-    start = time.perf_counter()
     # The whole transition runs in chain groups of a fixed width (bit-identical chains in every block).
     group = kernel_group_width(cfg["chain_batch"], jax.local_devices()[0].platform)
-    burn_grads, variances, step_size = 0, None, None
+    burn_grads, variances, step_size, burn_seconds = 0, None, None, 0.0
     if cfg["burn_in_steps"]:
         burn_keys = jax.vmap(lambda key: jax.random.fold_in(key, BURN_IN_STREAM))(jnp.asarray(keys))
         burn_draws, burn_stats = mclmc.run_mclmc(logdensity_fn, initial_positions, burn_keys, burn_in_config(cfg),
-                                                 progress=_renamed(progress, "burn-in"))
+                                                 progress=_renamed(progress, "burn-in"), checkpoint=checkpoint,
+                                                 stage_prefix="mams/burn-in")
         initial_positions = jax.tree.map(lambda leaf: leaf[:, -1], burn_draws)
         variances = flat_variances(burn_draws, group)
         step_size = np.where(np.isfinite(burn_stats["step_size"]), burn_stats["step_size"],
                              cfg["initial_step_size"])
         burn_grads = np.asarray(burn_stats["n_grad_evals"], np.int64)
+        burn_seconds = float(burn_stats["warmup_seconds"][0] + burn_stats["sampling_seconds"][0])
     mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
                                                                  cfg["chain_batch"], group_gradients=False)
     n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
-    progress = hashable_callback(progress)
     tune_keys, sample_keys = per_chain_keys(keys, 2)
     warmup_steps = cfg["warmup_steps"]
     n1, n2, n3 = phase_lengths(warmup_steps, cfg["phases"])
+    n_draws = cfg["steps"] // cfg["thin"]
     static = {"logdensity_fn": logdensity_fn, "max_steps": cfg["max_integration_steps"], "mesh": mesh,
-              "progress": progress, "group": group}
+              "group": group}
+    tune_static = {**static, "n1": n1, "n2": n2, "fixed_steps": cfg["integration_steps"] or 0}
+    target_accept = jnp.asarray(float(cfg["target_accept"]), jnp.float32)
+    transitions = max(1, checkpoint.chunk_steps // cfg["max_integration_steps"])
+    place = partial(mclmc.on_chain_axis, mesh)
+    stage = {name: f"mams/{name}" for name in ("tune12", "tune3", "sample")}
 
-    states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
+    def report(phase, offset, total, scale=1):
+        return None if progress is None else (lambda step: progress(phase, offset + step * scale, total))
+
+    def tune_chunk(carry, first, count):
+        return _tune(carry, tune_keys, target_accept, first, count, **tune_static)
+
     dtype = jnp.result_type(*jax.tree.leaves(initial_positions))
     dim = int(sum(np.prod(leaf.shape[1:]) for leaf in jax.tree.leaves(initial_positions)))
     given = variances is not None
-    if given:  # the burn-in's, padded like the chains (with chain 0's)
-        step_size, variances = pad_chains((jnp.asarray(step_size, dtype), jnp.asarray(variances, dtype)), n_padded)
-    else:
-        step_size, variances = jnp.full((n_padded,), cfg["initial_step_size"], dtype), jnp.ones((n_padded, dim), dtype)
-    inverse_mass_matrix = jnp.ones((n_padded, dim), dtype)
-    if given and cfg["diagonal_preconditioning"]:
-        inverse_mass_matrix = jax.jit(map_chains, static_argnums=(0, 1))(preconditioner, group, variances)
-    tuning = _init_tuning(step_size, inverse_mass_matrix, initial_steps=cfg["initial_integration_steps"],
-                          group=group)
-    states, tuning, warmup_steps_taken = _tune(
-        states, tuning, tune_keys, variances, jnp.asarray(float(cfg["target_accept"]), dtype), n1=n1, n2=n2,
-        n3=n3, precondition=bool(cfg["diagonal_preconditioning"]), given_variances=given,
-        fixed_steps=cfg["integration_steps"] or 0, **static)
-    warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
+    # Phases 1 and 2, then L and the preconditioner from the variances (the burn-in's or phase 2's).
+    tuned = checkpoint.output(stage["tune12"])
+    if tuned is None:
+        carry = None
+        if checkpoint.resume(stage["tune12"]) is None:
+            states = _init_states(initial_positions, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
+            if given:  # the burn-in's, padded like the chains (with chain 0's)
+                step_size, variances = pad_chains((jnp.asarray(step_size, dtype), jnp.asarray(variances, dtype)),
+                                                  n_padded)
+            else:
+                step_size = jnp.full((n_padded,), cfg["initial_step_size"], dtype)
+                variances = jnp.ones((n_padded, dim), dtype)
+            inverse_mass_matrix = jnp.ones((n_padded, dim), dtype)
+            if given and cfg["diagonal_preconditioning"]:
+                inverse_mass_matrix = jax.jit(map_chains, static_argnums=(0, 1))(preconditioner, group, variances)
+            tuning = _init_tuning(step_size, inverse_mass_matrix, initial_steps=cfg["initial_integration_steps"],
+                                  group=group)
+            stream = (jnp.zeros((n_padded,), dtype), jnp.zeros((n_padded, 2, dim), dtype))
+            carry = place(((states, tuning, stream, jnp.zeros((n_padded, dim), dtype),
+                            jnp.zeros((n_padded,), jnp.int32)), variances))
+        carry = run_stage(checkpoint, stage["tune12"],
+                          lambda carry, first, count: (tune_chunk(carry[0], first, count), carry[1]),
+                          carry, n1 + n2, chunk=transitions, place=place, progress=report("warmup", 0, warmup_steps))
+        (states, tuning, stream, reference, steps_taken), variances = carry
+        if n2 > 1 or given:
+            tuning = _end_phase2(tuning, stream, variances, precondition=bool(cfg["diagonal_preconditioning"]),
+                                 given_variances=given, fixed_steps=cfg["integration_steps"] or 0, mesh=mesh,
+                                 group=group)
+        tuned = (states, tuning, stream, reference, steps_taken)
+        checkpoint.finish(stage["tune12"], tuned)
+        checkpoint.between_stages()
 
-    start = time.perf_counter()
-    draws, accepted, n_divergent, sampling_steps_taken = _sample(
-        states, tuning, sample_keys, thin=cfg["thin"], n_draws=cfg["steps"] // cfg["thin"], **static)
-    sampling_seconds = finish_phase(progress, "sampling", cfg["steps"], draws, start)
+    # Phase 3: eps by dual averaging at the fixed L; then the averaged iterate.
+    result = checkpoint.output(stage["tune3"])
+    if result is None:
+        carry = run_stage(checkpoint, stage["tune3"],
+                          lambda carry, first, count: tune_chunk(carry, n1 + n2 + first, count),
+                          place(tuned), n3, chunk=transitions, place=place,
+                          progress=report("warmup", n1 + n2, warmup_steps))
+        states, tuning, _, _, steps_taken = carry
+        result = (states, _final_tuning(tuning, total=warmup_steps, fixed_steps=cfg["integration_steps"] or 0,
+                                        mesh=mesh, group=group), steps_taken)
+        checkpoint.finish(stage["tune3"], result)
+        checkpoint.between_stages()
+    states, tuning, warmup_steps_taken = place(result)
+    warmup_seconds = burn_seconds + checkpoint.stage_seconds(stage["tune12"], stage["tune3"])
+    if progress is not None:
+        progress("warmup", warmup_steps, warmup_steps)
 
-    finite = jax.vmap(lambda chain: jnp.all(jnp.isfinite(ravel_pytree(chain)[0])))(draws)
-    finite = finite & jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)
-    drop = slice(0, n_chains)  # the padding chains go
+    # Sampling: every thin-th position leaves the device chunk by chunk.
+    chunk_draws = max(1, min(n_draws, transitions // cfg["thin"]))
+    zeros = jnp.zeros((n_padded,), jnp.int32)
+    (_, accepted, n_divergent, sampling_steps_taken), draws = run_draws_stage(
+        checkpoint, stage["sample"],
+        lambda carry, first, count: _sample(carry, tuning, sample_keys, first, count, thin=cfg["thin"],
+                                            chunk_draws=chunk_draws, **static),
+        lambda: place((states, zeros, zeros, zeros)), n_draws,
+        chunk_draws=chunk_draws, n_chains=n_chains,
+        place=place, progress=report("sampling", 0, cfg["steps"], cfg["thin"]))
+    accepted, n_divergent, sampling_steps_taken = (np.asarray(leaf)[:n_chains]
+                                                   for leaf in (accepted, n_divergent, sampling_steps_taken))
+    sampling_seconds = checkpoint.stage_seconds(stage["sample"])
+
+    flat = np.concatenate([np.reshape(leaf, (n_chains, -1)) for leaf in jax.tree.leaves(draws)], axis=1)
+    step_size, L = np.asarray(tuning.step_size)[:n_chains], np.asarray(tuning.L)[:n_chains]
+    finite = np.isfinite(flat).all(axis=1) & np.isfinite(step_size) & np.isfinite(L)
     n_steps = cfg["steps"]
     nan = np.full(n_chains, np.nan)
     stats = {
-        "step_size": np.asarray(tuning.step_size[drop]),
-        "L": np.asarray(tuning.L[drop]),
-        "acceptance_rate": np.asarray(accepted[drop]) / n_steps,
-        "n_integration_steps": np.asarray(sampling_steps_taken[drop], np.float64) / n_steps,
-        "n_divergent": np.asarray(n_divergent[drop], np.int64),
-        "rejected_all": np.asarray(accepted[drop] == 0),
-        "diverged": np.asarray(~finite[drop]),
-        "n_grad_evals": burn_grads + 1 + GRADS_PER_STEP * (np.asarray(warmup_steps_taken[drop], np.int64)
-                                                           + np.asarray(sampling_steps_taken[drop], np.int64)),
+        "step_size": step_size,
+        "L": L,
+        "acceptance_rate": accepted / n_steps,
+        "n_integration_steps": np.asarray(sampling_steps_taken, np.float64) / n_steps,
+        "n_divergent": np.asarray(n_divergent, np.int64),
+        "rejected_all": accepted == 0,
+        "diverged": ~finite,
+        "n_grad_evals": burn_grads + 1 + GRADS_PER_STEP * (np.asarray(warmup_steps_taken, np.int64)[:n_chains]
+                                                           + np.asarray(sampling_steps_taken, np.int64)),
         "energy_variance": nan,
         "warmup_seconds": np.full(n_chains, warmup_seconds),
         "sampling_seconds": np.full(n_chains, sampling_seconds),
     }
-    draws = jax.tree.map(lambda leaf: leaf[drop], draws)
     return draws, stats
 
 
@@ -346,106 +399,85 @@ def _init_states(positions, *, logdensity_fn, mesh, group):
     return on_chain_shards(init, mesh, (positions,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "n3", "precondition", "given_variances",
-                                   "fixed_steps", "max_steps", "mesh", "progress", "group"))
-def _tune(states, tuning, keys, given, target_accept, *, logdensity_fn, n1, n2, n3, precondition, given_variances,
-          fixed_steps, max_steps, mesh, progress, group):
-    """The three tuning phases (module docstring)."""
-    total = n1 + n2 + n3
-    every = report_every(total)
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "fixed_steps", "max_steps", "mesh", "group"))
+def _tune(carry, keys, target_accept, first, count, *, logdensity_fn, n1, n2, fixed_steps, max_steps, mesh, group):
+    """Tuning transitions [first, first + count) (module docstring): dual averaging of eps (L tracks eps in
+    phases 1-2), the phase-2 moments; carry (states, tuning, stream, reference, integration steps taken)."""
     da_update = dual_averaging_adaptation(target=target_accept)[1]
 
-    def local(states, tuning, keys, given):
-        n_chains = keys.shape[0]
-        first = jax.lax.axis_index(CHAIN_AXIS) == 0
-        dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
+    def adapt(tuning: Tuning, acceptance, track_L):
+        dual_averaging = da_update(tuning.dual_averaging, jnp.nan_to_num(acceptance))
+        step_size = jnp.maximum(jnp.exp(dual_averaging.log_step_size), MIN_STEP_SIZE)
+        # Phases 1-2: L tracks eps (fixed trajectory length in steps); phase 3: L fixed.
+        L = jnp.where(track_L, tuning.L * step_size / tuning.step_size, tuning.L)
+        return Tuning(dual_averaging, step_size, L, tuning.inverse_mass_matrix)
 
-        def adapt(tuning: Tuning, acceptance, track_L):
-            dual_averaging = da_update(tuning.dual_averaging, jnp.nan_to_num(acceptance))
-            step_size = jnp.maximum(jnp.exp(dual_averaging.log_step_size), MIN_STEP_SIZE)
-            # Phases 1-2: L tracks eps (fixed trajectory length in steps); phase 3: L fixed.
-            L = jnp.where(track_L, tuning.L * step_size / tuning.step_size, tuning.L)
-            return Tuning(dual_averaging, step_size, L, tuning.inverse_mass_matrix)
+    def body_one(key, state, tuning, stream, reference, steps_taken, t):
+        # One chain's transition, step-size update and phase-2 moments.
+        state, info = _transition(logdensity_fn, key, state, tuning, t, max_steps)
+        tuning = adapt(tuning, info.acceptance_rate, (t < n1 + n2) | (fixed_steps > 0))
+        flat = ravel_pytree(state.position)[0]
+        reference = jnp.where(t == n1, flat, reference)
+        # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
+        shifted = flat - reference
+        in_phase2 = ((t >= n1) & (t < n1 + n2)).astype(flat.dtype)
+        stream = incremental_value_update(jnp.stack([shifted, jnp.square(shifted)]), stream, weight=in_phase2)
+        return state, tuning, stream, reference, steps_taken + info.num_integration_steps
 
-        def body_one(key, state, tuning, stream, reference, steps_taken, t):
-            # One chain's transition, step-size update and phase-2 moments.
-            state, info = _transition(logdensity_fn, key, state, tuning, t, max_steps)
-            tuning = adapt(tuning, info.acceptance_rate, (t < n1 + n2) | (fixed_steps > 0))
-            flat = ravel_pytree(state.position)[0]
-            reference = jnp.where(t == n1, flat, reference)
-            # Moments of x - reference (the phase-2 start) avoid float32 cancellation in E[x^2] - E[x]^2.
-            shifted = flat - reference
-            in_phase2 = ((t >= n1) & (t < n1 + n2)).astype(flat.dtype)
-            stream = incremental_value_update(jnp.stack([shifted, jnp.square(shifted)]), stream, weight=in_phase2)
-            return state, tuning, stream, reference, steps_taken + info.num_integration_steps
-
+    def local(states, tuning, stream, reference, steps_taken, keys, first, count):
         def body(carry, t):
-            carry = map_chains(lambda *chain: body_one(*chain, t), group, keys, *carry)
-            maybe_report(progress, "warmup", t + 1, total, every, when=first)
-            return carry, None
+            return map_chains(lambda *chain: body_one(*chain, t), group, keys, *carry)
 
-        def end_phase2_one(tuning: Tuning, moments, given):
-            # One chain: L = sqrt(sum of variances) (the burn-in's, or phase 2's); eps restarts from the
-            # averaged phase-1-2 iterate.
-            variances = given if given_variances else jnp.maximum(moments[1] - jnp.square(moments[0]), 0.0)
-            L = jnp.sqrt(jnp.sum(variances))
-            step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
-            L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
-            if fixed_steps:
-                L = fixed_steps * step_size
-            inverse_mass_matrix = preconditioner(variances) if precondition else tuning.inverse_mass_matrix
-            return Tuning(_da_init(step_size), step_size, L, inverse_mass_matrix)
+        return mclmc.traced_range(body, (states, tuning, stream, reference, steps_taken), first, count)
 
-        def end_phase2(tuning, stream):  # per-chain reductions in fixed groups: a chain's bits never change
-            return map_chains(end_phase2_one, group, tuning, stream[1], given)
-
-        stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
-        carry = (states, tuning, stream, jnp.zeros((n_chains, dim)), jnp.zeros((n_chains,), jnp.int32))
-        carry, _ = jax.lax.scan(body, carry, jnp.arange(n1 + n2))
-        states, tuning, stream, reference, steps_taken = carry
-        if n2 > 1 or given_variances:
-            tuning = end_phase2(tuning, stream)
-        carry, _ = jax.lax.scan(body, (states, tuning, stream, reference, steps_taken),
-                                jnp.arange(n1 + n2, total))
-        states, tuning, _, _, steps_taken = carry
-
-        def final_one(tuning: Tuning):  # the averaged iterate (and a fixed trajectory at it)
-            if total > 0:
-                tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
-            if fixed_steps:  # L tracked the last iterate; keep the fixed trajectory at the averaged one
-                tuning = tuning._replace(L=fixed_steps * tuning.step_size)
-            return tuning
-
-        return states, map_chains(final_one, group, tuning), steps_taken
-
-    return on_chain_shards(local, mesh, (states, tuning, keys, given))
+    return on_chain_shards(local, mesh, (*carry, keys), (first, count))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "max_steps", "mesh", "progress", "group"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, max_steps, mesh, progress, group):
-    """Sampling: n_draws * thin transitions, keeping every thin-th position."""
-    total = n_draws * thin
-    every = report_every(total)
+@partial(jax.jit, static_argnames=("precondition", "given_variances", "fixed_steps", "mesh", "group"))
+def _end_phase2(tuning, stream, given, *, precondition, given_variances, fixed_steps, mesh, group):
+    """After phase 2, per chain: L = sqrt(sum of variances) (the burn-in's, or phase 2's), the preconditioner
+    from them; eps restarts from the averaged phase-1-2 iterate."""
+    def one(tuning: Tuning, moments, given):
+        variances = given if given_variances else jnp.maximum(moments[1] - jnp.square(moments[0]), 0.0)
+        L = jnp.sqrt(jnp.sum(variances))
+        step_size = jnp.exp(tuning.dual_averaging.log_step_size_avg)
+        L = jnp.where(jnp.isfinite(L) & (L > 0), L, tuning.L * step_size / tuning.step_size)
+        if fixed_steps:
+            L = fixed_steps * step_size
+        inverse_mass_matrix = preconditioner(variances) if precondition else tuning.inverse_mass_matrix
+        return Tuning(_da_init(step_size), step_size, L, inverse_mass_matrix)
 
-    def local(states, tuning, keys):
-        n_chains = keys.shape[0]
-        first = jax.lax.axis_index(CHAIN_AXIS) == 0
+    def local(tuning, stream, given):  # per-chain reductions in fixed groups: a chain's bits never change
+        return map_chains(one, group, tuning, stream[1], given)
 
+    return on_chain_shards(local, mesh, (tuning, stream, given))
+
+
+@partial(jax.jit, static_argnames=("total", "fixed_steps", "mesh", "group"))
+def _final_tuning(tuning, *, total, fixed_steps, mesh, group):
+    """The averaged iterate of eps (and a fixed trajectory at it)."""
+    def one(tuning: Tuning):
+        if total > 0:
+            tuning = tuning._replace(step_size=jnp.exp(tuning.dual_averaging.log_step_size_avg))
+        if fixed_steps:  # L tracked the last iterate; keep the fixed trajectory at the averaged one
+            tuning = tuning._replace(L=fixed_steps * tuning.step_size)
+        return tuning
+
+    return on_chain_shards(lambda tuning: map_chains(one, group, tuning), mesh, (tuning,))
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "chunk_draws", "max_steps", "mesh", "group"))
+def _sample(carry, tuning, keys, first, count, *, logdensity_fn, thin, chunk_draws, max_steps, mesh, group):
+    """Draws [first, first + count) of the sampling phase (count <= chunk_draws), thin transitions each:
+    the new carry (states, accepted, divergent, integration steps) and the chunk's positions
+    {leaf: (chain, chunk_draws, ...)} (the first `count` kept)."""
+    def local(states, accepted, divergent, steps_taken, tuning, keys, first, count):
         def step(carry, t):
             states, accepted, divergent, steps_taken = carry
             states, info = _chains_transition(logdensity_fn, states, tuning, keys, t, max_steps, group)
-            maybe_report(progress, "sampling", t + 1, total, every, when=first)
             return (states, accepted + info.is_accepted, divergent + info.is_divergent,
                     steps_taken + info.num_integration_steps), None
 
-        def draw(carry, d):
-            carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
-            return carry, carry[0].position
+        return mclmc.thinned_chunk(step, (states, accepted, divergent, steps_taken), first, count, thin, chunk_draws)
 
-        zeros = jnp.zeros((n_chains,), jnp.int32)
-        (_, accepted, divergent, steps_taken), draws = jax.lax.scan(
-            draw, (states, zeros, zeros, zeros), jnp.arange(n_draws))
-        draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
-        return draws, accepted, divergent, steps_taken
-
-    return on_chain_shards(local, mesh, (states, tuning, keys))
+    return on_chain_shards(local, mesh, (*carry, tuning, keys), (first, count))

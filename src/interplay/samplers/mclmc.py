@@ -53,22 +53,20 @@ from blackjax.mcmc import mclmc as bj_mclmc
 from blackjax.mcmc.integrators import isokinetic_mclachlan
 from blackjax.util import incremental_value_update
 from jax.flatten_util import ravel_pytree
+from jax.sharding import NamedSharding, PartitionSpec
 
 from interplay.samplers import (
     CHAIN_AXIS,
     autocorrelation,
     check_chain_inputs,
     check_counts,
-    finish_phase,
-    hashable_callback,
     kernel_group_width,
     map_chains,
-    maybe_report,
     on_chain_shards,
     per_chain_keys,
-    report_every,
     spread_chains,
 )
+from interplay.samplers.checkpoint import Checkpoint, run_draws_stage, run_stage
 
 # The McLachlan integrator evaluates the gradient twice per step (the last one is reused).
 GRADS_PER_STEP = 2
@@ -169,7 +167,8 @@ def l_from_ess(ess: jnp.ndarray, n_steps: int, step_size, fallback_L):
 
 def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
               progress: Callable[[str, int, int], None] | None = None,
-              full_trace_ess: bool = False) -> tuple[dict, dict]:
+              full_trace_ess: bool = False, checkpoint: Checkpoint | None = None,
+              stage_prefix: str = "mclmc") -> tuple[dict, dict]:
     """Tune and run MCLMC for all chains at once.
 
     Args:
@@ -179,33 +178,40 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         cfg: ``sampler.mclmc`` (DESIGN.md).
         full_trace_ess: phase 3 stores its trace (chains x steps x parameters floats) and takes the ESS
             from ``blackjax.diagnostics.effective_sample_size``: the reference the streamed estimate is
-            checked against (tests, benchmarks/bench_tuning_memory.py), for small runs only.
+            checked against (tests, benchmarks/bench_tuning_memory.py), for small runs only (one chunk,
+            not resumable).
         progress: optional host callback ``progress(phase, step, total)``, phase ``"warmup"``
-            or ``"sampling"``, called about 100 times per phase.
+            or ``"sampling"``, called after every chunk of steps.
+        checkpoint: runs the stages (``<stage_prefix>/tune12``, ``/tune3``, ``/sample``) in its chunks of
+            steps, saves and resumes them (`interplay.samplers.checkpoint`); default: chunks of
+            ``DEFAULT_CHUNK_STEPS`` steps, nothing saved. The draws are the same bits either way.
+        stage_prefix: names this run's stages in `checkpoint` (MAMS's burn-in is another MCLMC run).
 
     Returns:
-        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin.
+        draws: pytree like ``initial_positions`` with leaves (chain, draw, ...), draw = steps // thin,
+            numpy arrays on the host (they leave the device chunk by chunk).
         stats: (chain,) numpy arrays ``step_size``, ``L``, ``energy_variance`` (mean dE^2 / dim over
             the sampling steps), ``diverged`` (a non-finite step while sampling, or non-finite
             tuned values), ``n_grad_evals``, ``warmup_seconds``, ``sampling_seconds`` (wall time,
-            compilation included, same for all chains of the call).
+            compilation included, same for all chains of the call, summed over resumed attempts).
 
-    The compiled phases are cached on (logdensity_fn, step counts, progress): calling again with
-    the same log density and step counts does not recompile.
+    Each stage compiles one chunk program, whatever the number and length of its chunks; calling again
+    with the same log density and settings does not recompile.
     """
     cfg = resolve_config(cfg)
+    checkpoint = checkpoint if checkpoint is not None else Checkpoint()
     n_chains = check_chain_inputs(initial_positions, keys)
     # The whole kernel (gradients and every per-chain reduction) runs in chain groups of a fixed width.
     mesh, initial_positions, keys, logdensity_fn = spread_chains(logdensity_fn, initial_positions, keys,
                                                                  cfg["chain_batch"], group_gradients=False)
     group = kernel_group_width(cfg["chain_batch"], mesh.devices.flat[0].platform)
     n_padded = jax.tree.leaves(initial_positions)[0].shape[0]
-    progress = hashable_callback(progress)
     init_keys, tune_keys, ess_keys, sample_keys = per_chain_keys(keys, 4)
     one_position = jax.tree.map(lambda leaf: leaf[0], initial_positions)
     dim = int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(one_position)))
     warmup_steps = cfg["warmup_steps"]
     n1, n2, n3 = phase_lengths(warmup_steps, cfg["phases"])
+    n_draws = cfg["steps"] // cfg["thin"]
     # Float settings are traced (changing them does not recompile); step counts are static.
     targets = {
         "energy_var_start": jnp.asarray(cfg["energy_var_start"]),
@@ -213,48 +219,89 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
         "trust": jnp.asarray(cfg["trust"]),
         "decay_rate": jnp.asarray((cfg["n_eff"] - 1.0) / (cfg["n_eff"] + 1.0)),
     }
+    stage = {name: f"{stage_prefix}/{name}" for name in ("tune12", "tune3", "sample")}
+    place = partial(on_chain_axis, mesh)
+    static = {"logdensity_fn": logdensity_fn, "mesh": mesh, "group": group}
 
-    start = time.perf_counter()
-    states = _init_states(initial_positions, init_keys, logdensity_fn=logdensity_fn, mesh=mesh, group=group)
-    # MILE starts from L = max(sqrt(dim), 15); eps from the config.
-    dtype = jnp.result_type(*jax.tree.leaves(one_position))
-    tuning = TuningState(
-        step_size=jnp.full((n_padded,), cfg["initial_step_size"], dtype),
-        L=jnp.full((n_padded,), max(math.sqrt(dim), 15.0), dtype),
-        weight_sum=jnp.zeros((n_padded,), dtype),
-        weighted_inverse_eps6=jnp.zeros((n_padded,), dtype),
-        step_size_max=jnp.full((n_padded,), jnp.inf, dtype),
-    )
-    if n1 + n2 > 0:
-        states, tuning = _tune_step_size_and_L(states, tuning, tune_keys, targets, logdensity_fn=logdensity_fn,
-                                               n1=n1, n2=n2, total=warmup_steps, progress=progress, mesh=mesh,
-                                               group=group)
-    if n3 >= 2:
-        states, tuning = _tune_L_by_ess(states, tuning, ess_keys, logdensity_fn=logdensity_fn, offset=n1 + n2,
-                                        n3=n3, total=warmup_steps, progress=progress, mesh=mesh, group=group,
-                                        full_trace=full_trace_ess)
-    elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
-        states = _plain_steps(states, tuning, ess_keys, logdensity_fn=logdensity_fn, n_steps=n3, mesh=mesh,
-                              group=group)
-    warmup_seconds = finish_phase(progress, "warmup", warmup_steps, states, start)
+    def report(phase, offset, total):
+        return None if progress is None else (lambda step: progress(phase, offset + step, total))
 
-    start = time.perf_counter()
-    states, draws, energy_sq_sum, any_nonfinite = _sample(
-        states, tuning, sample_keys, logdensity_fn=logdensity_fn, thin=cfg["thin"],
-        n_draws=cfg["steps"] // cfg["thin"], progress=progress, mesh=mesh, group=group)
-    sampling_seconds = finish_phase(progress, "sampling", cfg["steps"], draws, start)
+    # Phases 1 and 2 (MILE starts from L = max(sqrt(dim), 15), eps from the config).
+    tuned = checkpoint.output(stage["tune12"])
+    if tuned is None:
+        carry = None
+        if checkpoint.resume(stage["tune12"]) is None:
+            start = time.perf_counter()
+            states = _init_states(initial_positions, init_keys, **static)
+            dtype = jnp.result_type(*jax.tree.leaves(one_position))
+            tuning = TuningState(
+                step_size=jnp.full((n_padded,), cfg["initial_step_size"], dtype),
+                L=jnp.full((n_padded,), max(math.sqrt(dim), 15.0), dtype),
+                weight_sum=jnp.zeros((n_padded,), dtype),
+                weighted_inverse_eps6=jnp.zeros((n_padded,), dtype),
+                step_size_max=jnp.full((n_padded,), jnp.inf, dtype),
+            )
+            stream = (jnp.zeros((n_padded,), dtype), jnp.zeros((n_padded, 2, dim), dtype))
+            carry = place((states, tuning, stream, jnp.zeros((n_padded, dim), dtype)))
+            checkpoint.add_seconds(stage["tune12"], time.perf_counter() - start)
+        carry = run_stage(
+            checkpoint, stage["tune12"],
+            lambda carry, first, count: _tune_step_size_and_L(carry, tune_keys, targets, first, count, n1=n1,
+                                                              n2=n2, **static),
+            carry, n1 + n2, place=place, progress=report("warmup", 0, warmup_steps))
+        tuned = carry[:2]
+        checkpoint.finish(stage["tune12"], tuned)
+        checkpoint.between_stages()
+    tuned = place(tuned)
 
-    final_finite = jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position)
-    tuned_finite = jnp.isfinite(tuning.step_size) & jnp.isfinite(tuning.L)
-    diverged = any_nonfinite | ~final_finite | ~tuned_finite
-    if n_padded > n_chains:  # drop the padding chains
-        draws, tuning, energy_sq_sum, diverged = jax.tree.map(
-            lambda leaf: leaf[:n_chains], (draws, tuning, energy_sq_sum, diverged))
+    # Phase 3: L from the streamed ESS (or from the stored trace, the reference).
+    result = checkpoint.output(stage["tune3"])
+    if result is None:
+        states, tuning = tuned
+        if n3 >= 2 and full_trace_ess:
+            start = time.perf_counter()
+            states, tuning = jax.block_until_ready(_tune_L_by_full_trace(states, tuning, ess_keys, n3=n3, **static))
+            checkpoint.add_seconds(stage["tune3"], time.perf_counter() - start)
+        elif n3 >= 2:
+            levels = autocorrelation.levels_for(n3)
+            carry = None
+            if checkpoint.resume(stage["tune3"]) is None:
+                carry = (states, _init_estimates(states, levels=levels, mesh=mesh, group=group), tuning.L)
+            states, _, L = run_stage(
+                checkpoint, stage["tune3"],
+                lambda carry, first, count: _tune_L_by_ess(carry, tuning, ess_keys, first, count, n3=n3, **static),
+                carry, n3, place=place, progress=report("warmup", n1 + n2, warmup_steps))
+            tuning = tuning._replace(L=L)
+        elif n3 > 0:  # too short for an ESS: plain steps with the phase-2 L
+            states = _plain_steps(states, tuning, ess_keys, n_steps=n3, **static)
+        result = (states, tuning)
+        checkpoint.finish(stage["tune3"], result)
+        checkpoint.between_stages()
+    states, tuning = place(result)
+    warmup_seconds = checkpoint.stage_seconds(stage["tune12"], stage["tune3"])
+    if progress is not None:
+        progress("warmup", warmup_steps, warmup_steps)
+
+    # Sampling: every thin-th position leaves the device chunk by chunk.
+    chunk_draws = max(1, min(n_draws, checkpoint.chunk_steps // cfg["thin"]))
+    (states, energy_sq_sum, any_nonfinite), draws = run_draws_stage(
+        checkpoint, stage["sample"],
+        lambda carry, first, count: _sample(carry, tuning, sample_keys, first, count, thin=cfg["thin"],
+                                            chunk_draws=chunk_draws, **static),
+        lambda: place((states, jnp.zeros((n_padded,)), jnp.zeros((n_padded,), bool))), n_draws,
+        chunk_draws=chunk_draws,
+        n_chains=n_chains, place=place,
+        progress=None if progress is None else (lambda draw: progress("sampling", draw * cfg["thin"], cfg["steps"])))
+    sampling_seconds = checkpoint.stage_seconds(stage["sample"])
+
+    final_finite = np.asarray(jax.vmap(lambda pos: jnp.all(jnp.isfinite(ravel_pytree(pos)[0])))(states.position))
+    tuned_finite = np.isfinite(np.asarray(tuning.step_size)) & np.isfinite(np.asarray(tuning.L))
+    diverged = (np.asarray(any_nonfinite) | ~final_finite | ~tuned_finite)[:n_chains]
     stats = {
-        "step_size": np.asarray(tuning.step_size),
-        "L": np.asarray(tuning.L),
+        "step_size": np.asarray(tuning.step_size)[:n_chains],
+        "L": np.asarray(tuning.L)[:n_chains],
         # On the host: XLA's division by a constant rounds differently with the array's length.
-        "energy_variance": np.asarray(energy_sq_sum) / np.float32(cfg["steps"] * dim),
+        "energy_variance": np.asarray(energy_sq_sum)[:n_chains] / np.float32(cfg["steps"] * dim),
         "diverged": np.asarray(diverged, dtype=bool),
         "n_grad_evals": np.full(n_chains, 1 + GRADS_PER_STEP * (warmup_steps + cfg["steps"]), dtype=np.int64),
         "warmup_seconds": np.full(n_chains, warmup_seconds),
@@ -264,6 +311,19 @@ def run_mclmc(logdensity_fn: Callable, initial_positions, keys, cfg: Mapping, *,
 
 
 _KERNEL = bj_mclmc.build_kernel(integrator=isokinetic_mclachlan)
+
+
+def on_chain_axis(mesh, tree):
+    """Every leaf (leading axis: the padded chains) split over `mesh` as the chunk programs lay it out; a
+    resumed carry (numpy) goes to the devices exactly where an uninterrupted one was."""
+    return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(CHAIN_AXIS)))
+
+
+def traced_range(body: Callable, carry, first, count):
+    """``body(carry, t)`` for t in ``[first, first + count)``: a loop whose trip count XLA cannot see, so
+    chunks of any length run the same compiled loop (and a chain the same bits, wherever chunks end)."""
+    return jax.lax.fori_loop(0, jax.lax.optimization_barrier(count), lambda i, carry: body(carry, first + i),
+                             carry)
 
 
 def _chains_step(logdensity_fn, states, tuning: TuningState, keys, t, group):
@@ -285,16 +345,19 @@ def _init_states(positions, keys, *, logdensity_fn, mesh, group):
     return on_chain_shards(init, mesh, (positions, keys))
 
 
-def _first_shard():
-    """Inside `on_chain_shards`: whether this device holds the first chains (it alone reports progress)."""
-    return jax.lax.axis_index(CHAIN_AXIS) == 0
+@partial(jax.jit, static_argnames=("levels", "mesh", "group"))
+def _init_estimates(states, *, levels, mesh, group):
+    def init(states):  # per chain, in fixed-width groups (a chain's bits must not depend on the number of chains)
+        return map_chains(lambda state: autocorrelation.init(ravel_pytree(state.position)[0], levels), group, states)
+
+    return on_chain_shards(init, mesh, (states,))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "total", "progress", "mesh", "group"))
-def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n2, total, progress, mesh, group):
-    """Phases 1 and 2: step-size adaptation under the decaying energy-variance target, then L."""
-    dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], states.position))[0].shape[0]
-    every = report_every(n1 + n2)
+@partial(jax.jit, static_argnames=("logdensity_fn", "n1", "n2", "mesh", "group"))
+def _tune_step_size_and_L(carry, keys, targets, first, count, *, logdensity_fn, n1, n2, mesh, group):
+    """Steps [first, first + count) of phases 1 and 2: step-size adaptation under the decaying
+    energy-variance target, then (phase 2) streaming moments; after the last step, L from them."""
+    dim = ravel_pytree(jax.tree.map(lambda leaf: leaf[0], carry[0].position))[0].shape[0]
 
     def chain_step(state, tuning, stream, reference, key, desired_var, accumulate):
         kernel_key, nan_key = jax.random.split(key)
@@ -316,10 +379,7 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
         )
         return state, tuning, stream
 
-    def local(states, tuning, keys):
-        n_chains = keys.shape[0]
-        first = _first_shard()
-
+    def local(states, tuning, stream, reference, keys, first, count):
         def body(carry, t):
             states, tuning, stream, reference = carry
             desired_var = desired_energy_variance(t, n1 + n2, targets["energy_var_start"],
@@ -332,56 +392,56 @@ def _tune_step_size_and_L(states, tuning, keys, targets, *, logdensity_fn, n1, n
             states, tuning, stream = map_chains(
                 lambda *chain_args: chain_step(*chain_args, desired_var, accumulate), group,
                 states, tuning, stream, reference, step_keys)
-            maybe_report(progress, "warmup", t + 1, total, every, when=first)
-            return (states, tuning, stream, reference), None
+            return states, tuning, stream, reference
 
-        stream = (jnp.zeros((n_chains,)), jnp.zeros((n_chains, 2, dim)))
-        reference = jnp.zeros((n_chains, dim))
-        (states, tuning, stream, _), _ = jax.lax.scan(body, (states, tuning, stream, reference),
-                                                      jnp.arange(n1 + n2))
+        states, tuning, stream, reference = traced_range(body, (states, tuning, stream, reference), first, count)
         if n2 > 1:
             def chain_L(moments):
                 return jnp.sqrt(jnp.sum(jnp.maximum(moments[1] - jnp.square(moments[0]), 0.0)))
 
-            tuning = tuning._replace(L=map_chains(chain_L, group, stream[1]))
-        return states, tuning
+            last = first + count == n1 + n2
+            tuning = tuning._replace(L=jax.lax.cond(last, lambda: map_chains(chain_L, group, stream[1]),
+                                                    lambda: tuning.L))
+        return states, tuning, stream, reference
 
-    return on_chain_shards(local, mesh, (states, tuning, keys))
+    return on_chain_shards(local, mesh, (*carry, keys), (first, count))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "offset", "n3", "total", "progress", "mesh", "group",
-                                   "full_trace"))
-def _tune_L_by_ess(states, tuning, keys, *, logdensity_fn, offset, n3, total, progress, mesh, group, full_trace):
-    """Phase 3: fixed eps and L; L from every parameter's ESS over the n3 steps, estimated while the
-    chains run (`autocorrelation`: memory per chain independent of n3, no trace is stored), or, with
-    `full_trace`, by BlackJAX from the stored trace (the reference: chains x n3 x dim floats)."""
-    every = report_every(n3)
-    levels = autocorrelation.levels_for(n3)
-
-    def flat(state):
-        return ravel_pytree(state.position)[0]
-
-    def local(states, tuning, keys):
-        first = _first_shard()
-        # Per chain, in fixed-width groups (a chain's bits must not depend on the number of chains).
-        estimates = None if full_trace else map_chains(
-            lambda state: autocorrelation.init(flat(state), levels), group, states)
-
+@partial(jax.jit, static_argnames=("logdensity_fn", "n3", "mesh", "group"))
+def _tune_L_by_ess(carry, tuning, keys, first, count, *, logdensity_fn, n3, mesh, group):
+    """Steps [first, first + count) of phase 3: fixed eps and L, every parameter's ESS streamed while
+    the chains run (`autocorrelation`: memory per chain independent of n3, no trace is stored); after
+    the last step, the new L from it (the carry's third part)."""
+    def local(states, estimates, L, tuning, keys, first, count):
         def advance(carry, t):
             states, estimates = carry
             states, _ = _chains_step(logdensity_fn, states, tuning, keys, t, group)
-            maybe_report(progress, "warmup", offset + t + 1, total, every, when=first)
-            if full_trace:
-                return (states, None), jax.vmap(flat)(states)
-            estimates = map_chains(lambda est, state: autocorrelation.update(est, flat(state)), group,
-                                   estimates, states)
-            return (states, estimates), None
+            estimates = map_chains(lambda est, state: autocorrelation.update(est, ravel_pytree(state.position)[0]),
+                                   group, estimates, states)
+            return states, estimates
 
-        (states, estimates), trace = jax.lax.scan(advance, (states, estimates), jnp.arange(n3))
-        if full_trace:
-            ess = jax.vmap(lambda chain_trace: effective_sample_size(chain_trace[None]))(jnp.swapaxes(trace, 0, 1))
-        else:
+        states, estimates = traced_range(advance, (states, estimates), first, count)
+
+        def new_L():
             ess = map_chains(autocorrelation.effective_sample_size, group, estimates)
+            return map_chains(lambda ess, step_size, L: l_from_ess(ess, n3, step_size, L), group,
+                              ess, tuning.step_size, tuning.L)
+
+        return states, estimates, jax.lax.cond(first + count == n3, new_L, lambda: L)
+
+    return on_chain_shards(local, mesh, (*carry, tuning, keys), (first, count))
+
+
+@partial(jax.jit, static_argnames=("logdensity_fn", "n3", "mesh", "group"))
+def _tune_L_by_full_trace(states, tuning, keys, *, logdensity_fn, n3, mesh, group):
+    """Phase 3 as MILE does it: the trace stored (chains x n3 x dim floats), its ESS by BlackJAX."""
+    def local(states, tuning, keys):
+        def advance(states, t):
+            states, _ = _chains_step(logdensity_fn, states, tuning, keys, t, group)
+            return states, jax.vmap(lambda state: ravel_pytree(state.position)[0])(states)
+
+        states, trace = jax.lax.scan(advance, states, jnp.arange(n3))
+        ess = jax.vmap(lambda chain_trace: effective_sample_size(chain_trace[None]))(jnp.swapaxes(trace, 0, 1))
         new_L = map_chains(lambda ess, step_size, L: l_from_ess(ess, n3, step_size, L), group,
                            ess, tuning.step_size, tuning.L)
         return states, tuning._replace(L=new_L)
@@ -398,16 +458,11 @@ def _plain_steps(states, tuning, keys, *, logdensity_fn, n_steps, mesh, group):
     return on_chain_shards(local, mesh, (states, tuning, keys))
 
 
-@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "n_draws", "progress", "mesh", "group"))
-def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mesh, group):
-    """Sampling: n_draws * thin steps, keeping every thin-th position."""
-    total = n_draws * thin
-    every = report_every(total)
-
-    def local(states, tuning, keys):
-        n_chains = keys.shape[0]
-        first = _first_shard()
-
+@partial(jax.jit, static_argnames=("logdensity_fn", "thin", "chunk_draws", "mesh", "group"))
+def _sample(carry, tuning, keys, first, count, *, logdensity_fn, thin, chunk_draws, mesh, group):
+    """Draws [first, first + count) of the sampling phase (count <= chunk_draws), thin steps each:
+    the new carry and the chunk's positions {leaf: (chain, chunk_draws, ...)} (the first `count` kept)."""
+    def local(states, energy_sq_sum, any_nonfinite, tuning, keys, first, count):
         def chain_step(key, state, L, step_size, energy_sq_sum, any_nonfinite):
             state, info = _KERNEL(key, state, logdensity_fn, INVERSE_MASS_MATRIX, L, step_size)
             # Summed inside the chain's group too: fused with block-shaped code, the sum's rounding varied.
@@ -415,17 +470,24 @@ def _sample(states, tuning, keys, *, logdensity_fn, thin, n_draws, progress, mes
 
         def step(carry, t):
             step_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, t)
-            carry = map_chains(chain_step, group, step_keys, carry[0], tuning.L, tuning.step_size, *carry[1:])
-            maybe_report(progress, "sampling", t + 1, total, every, when=first)
-            return carry, None
+            return map_chains(chain_step, group, step_keys, carry[0], tuning.L, tuning.step_size, *carry[1:]), None
 
-        def draw(carry, d):
-            carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
-            return carry, carry[0].position
+        return thinned_chunk(step, (states, energy_sq_sum, any_nonfinite), first, count, thin, chunk_draws)
 
-        carry = (states, jnp.zeros((n_chains,)), jnp.zeros((n_chains,), bool))
-        (states, energy_sq_sum, any_nonfinite), draws = jax.lax.scan(draw, carry, jnp.arange(n_draws))
-        draws = jax.tree.map(lambda leaf: jnp.swapaxes(leaf, 0, 1), draws)  # (chain, draw, ...)
-        return states, draws, energy_sq_sum, any_nonfinite
+    return on_chain_shards(local, mesh, (*carry, tuning, keys), (first, count))
 
-    return on_chain_shards(local, mesh, (states, tuning, keys))
+
+def thinned_chunk(step: Callable, carry, first, count, thin: int, chunk_draws: int):
+    """Draws [first, first + count) of a sampling stage: `thin` calls of ``step(carry, t)`` (t the global
+    step) per draw, each draw's ``carry[0].position`` kept; returns (carry, {leaf: (chain, chunk_draws, ...)}),
+    the buffer's first `count` draws filled."""
+    def draw(both, d):
+        carry, buffer = both
+        carry, _ = jax.lax.scan(step, carry, d * thin + jnp.arange(thin))
+        buffer = jax.tree.map(lambda slots, position: jax.lax.dynamic_update_index_in_dim(
+            slots, position, d - first, axis=1), buffer, carry[0].position)
+        return carry, buffer
+
+    buffer = jax.tree.map(lambda leaf: jnp.zeros((leaf.shape[0], chunk_draws, *leaf.shape[1:]), leaf.dtype),
+                          carry[0].position)
+    return traced_range(draw, (carry, buffer), first, count)

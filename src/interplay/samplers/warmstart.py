@@ -5,7 +5,8 @@ AdamW's), shuffling the training set with its own key every epoch, and keeps the
 best validation NLL; it stops after `patience` epochs without improvement or `max_epochs`. The
 epoch loop is one `lax.while_loop` per group of members (groups of a fixed width, `chain_group_width`)
 that runs while any member of the group is still training; members that have stopped are frozen, so a
-member's result depends only on its own key, never on the others, bit for bit.
+member's result depends only on its own key, never on the others, bit for bit. The loop runs in chunks of
+epochs (stage ``warmstart`` of `interplay.samplers.checkpoint`: saved, resumed, the same bits).
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from interplay.models import init_params, pointwise_log_likelihood
 from interplay.samplers import chain_group_width, pad_chains
+from interplay.samplers.checkpoint import Checkpoint, run_stage
 
 WARMSTART_KEYS = ("lr", "weight_decay", "batch_size", "max_epochs", "patience")
 
@@ -38,33 +41,22 @@ def mean_nll(model, params, x, y) -> jnp.ndarray:
     return -jnp.mean(pointwise_log_likelihood(model, params, x, y))
 
 
-def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, keys, cfg: Mapping, *,
-                             progress: Callable[[str, int, int], None] | None = None,
-                             group_width: int | None = None):
-    """`train_ensemble`, also returning the number of epochs each member trained (chain,).
-
-    `group_width` fixes the members trained together (default `chain_group_width`: 4 on a CPU, all on a
-    GPU); benchmarks/bench_memory.py sets it to lay out a GPU's program on the CPU.
-    """
-    del prior  # the members are trained on the likelihood; AdamW's decay is their only regulariser
-    _check_cfg(cfg)
-    x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train)
-    x_valid, y_valid = jnp.asarray(x_valid, jnp.float32), jnp.asarray(y_valid)
-    if x_valid.shape[0] == 0:  # no validation split: early-stop on the training NLL
-        x_valid, y_valid = x_train, y_train
-    n_train = x_train.shape[0]
-    if n_train == 0:
-        raise ValueError("warm start needs at least one training point")
+def ensemble_programs(model, cfg: Mapping, n_train: int):
+    """The warm start's two compiled programs, for members in groups (a leading group axis):
+    ``init_groups(grouped_keys, data)`` -> the training state, and ``advance(grouped_keys, state, data,
+    first, count)`` -> the state after epochs ``[first, first + count)`` (the epoch range is traced, so every
+    chunk of epochs runs this one program); ``data = (x_train, y_train, x_valid, y_valid)``."""
     batch_size = min(int(cfg["batch_size"]), n_train)
     n_batches = n_train // batch_size  # drop-last; each epoch drops a different random remainder
-    max_epochs, patience = int(cfg["max_epochs"]), int(cfg["patience"])
+    patience = int(cfg["patience"])
     optimiser = optax.adamw(float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
 
     def init_member(key):
         params = init_params(model, jax.random.fold_in(key, 0))
         return params, optimiser.init(params)
 
-    def train_epoch(params, opt_state, key, epoch):
+    def train_epoch(params, opt_state, key, epoch, data):
+        x_train, y_train, x_valid, y_valid = data
         order = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(key, 1), epoch), n_train)
         batches = order[: n_batches * batch_size].reshape(n_batches, batch_size)
 
@@ -81,24 +73,24 @@ def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, k
         return jax.tree.map(lambda n, o: jnp.where(mask.reshape(mask.shape + (1,) * (n.ndim - 1)), n, o),
                             new, old)
 
-    def train(keys):
+    def init_group(keys, data):
         n_chain = keys.shape[0]
         params, opt_state = jax.vmap(init_member)(keys)
-        best_loss = jax.vmap(lambda p: mean_nll(model, p, x_valid, y_valid))(params)
+        best_loss = jax.vmap(lambda p: mean_nll(model, p, data[2], data[3]))(params)
         best_loss = jnp.where(jnp.isfinite(best_loss), best_loss, jnp.inf)
-        state = {"params": params, "opt_state": opt_state, "best_params": params, "best_loss": best_loss,
-                 "wait": jnp.zeros(n_chain, jnp.int32), "active": jnp.ones(n_chain, bool),
-                 "epochs": jnp.zeros(n_chain, jnp.int32), "epoch": jnp.int32(0)}
+        return {"params": params, "opt_state": opt_state, "best_params": params, "best_loss": best_loss,
+                "wait": jnp.zeros(n_chain, jnp.int32), "active": jnp.ones(n_chain, bool),
+                "epochs": jnp.zeros(n_chain, jnp.int32), "epoch": jnp.int32(0)}
 
+    def advance_group(keys, state, until, data):
+        # Epochs until `until` or until no member of the group trains.
         def cond(state):
-            return (state["epoch"] < max_epochs) & jnp.any(state["active"])
+            return (state["epoch"] < until) & jnp.any(state["active"])
 
         def body(state):
-            if progress is not None:
-                jax.debug.callback(lambda e: progress("warmstart", int(e), max_epochs), state["epoch"])
             active = state["active"]
-            params, opt_state, val_loss = jax.vmap(train_epoch, in_axes=(0, 0, 0, None))(
-                state["params"], state["opt_state"], keys, state["epoch"])
+            params, opt_state, val_loss = jax.vmap(train_epoch, in_axes=(0, 0, 0, None, None))(
+                state["params"], state["opt_state"], keys, state["epoch"], data)
             improved = active & (val_loss < state["best_loss"])
             wait = jnp.where(improved, 0, state["wait"] + active)
             return {
@@ -110,26 +102,72 @@ def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, k
                 "epochs": state["epochs"] + active, "epoch": state["epoch"] + 1,
             }
 
-        state = jax.lax.while_loop(cond, body, state)
-        return state["best_params"], state["best_loss"], state["epochs"]
+        return jax.lax.while_loop(cond, body, state)
+
+    @jax.jit
+    def init_groups(grouped_keys, data):
+        return jax.lax.map(lambda keys: init_group(keys, data), grouped_keys)
+
+    @jax.jit
+    def advance(grouped_keys, state, data, first, count):
+        until = jax.lax.optimization_barrier(first + count)
+        return jax.lax.map(lambda args: advance_group(args[0], args[1], until, data), (grouped_keys, state))
+
+    return init_groups, advance
+
+
+def train_ensemble_with_info(model, prior, x_train, y_train, x_valid, y_valid, keys, cfg: Mapping, *,
+                             progress: Callable[[str, int, int], None] | None = None,
+                             group_width: int | None = None, checkpoint: Checkpoint | None = None,
+                             stage: str = "warmstart"):
+    """`train_ensemble`, also returning the number of epochs each member trained (chain,); numpy arrays.
+
+    `group_width` fixes the members trained together (default `chain_group_width`: 4 on a CPU, all on a
+    GPU). Epochs run in chunks of about ``checkpoint.chunk_steps`` minibatch steps
+    (`interplay.samplers.checkpoint`: saved and resumed as stage `stage`, the same bits either way);
+    `progress` is called on the host after each chunk.
+    """
+    del prior  # the members are trained on the likelihood; AdamW's decay is their only regulariser
+    _check_cfg(cfg)
+    x_train, y_train = jnp.asarray(x_train, jnp.float32), jnp.asarray(y_train)
+    x_valid, y_valid = jnp.asarray(x_valid, jnp.float32), jnp.asarray(y_valid)
+    if x_valid.shape[0] == 0:  # no validation split: early-stop on the training NLL
+        x_valid, y_valid = x_train, y_train
+    n_train = x_train.shape[0]
+    if n_train == 0:
+        raise ValueError("warm start needs at least one training point")
+    data = (x_train, y_train, x_valid, y_valid)
+    n_batches = n_train // min(int(cfg["batch_size"]), n_train)
+    max_epochs = int(cfg["max_epochs"])
+    init_groups, advance = ensemble_programs(model, cfg, n_train)
 
     keys = jnp.asarray(keys)
     # Members train in groups of a fixed width (padded; one while loop each), so a member's arithmetic has
     # the same shapes, hence the same bits, whatever the number of members trained with it (DESIGN.md).
     width = group_width or chain_group_width(None, keys.shape[0], jax.devices()[0].platform)
+    n_chain = keys.shape[0]
+    n_groups = -(-n_chain // width)
+    grouped_keys = pad_chains(keys, n_groups * width).reshape(n_groups, width, *keys.shape[1:])
 
-    @jax.jit
-    def train_groups(keys):
-        n_chain = keys.shape[0]
-        n_groups = -(-n_chain // width)
-        padded = pad_chains(keys, n_groups * width).reshape(n_groups, width, *keys.shape[1:])
-        out = jax.lax.map(train, padded)
-        return jax.tree.map(lambda leaf: leaf.reshape(n_groups * width, *leaf.shape[2:])[:n_chain], out)
+    checkpoint = checkpoint if checkpoint is not None else Checkpoint()
+    done = checkpoint.output(stage)
+    if done is None:
+        state = None if checkpoint.resume(stage) is not None else init_groups(grouped_keys, data)
+        state = run_stage(
+            checkpoint, stage, lambda state, first, count: advance(grouped_keys, state, data, first, count), state,
+            max_epochs, chunk=max(1, checkpoint.chunk_steps // max(1, n_batches)),
+            finished=lambda state: not bool(np.asarray(state["active"]).any()),
+            progress=None if progress is None else (lambda epoch: progress("warmstart", epoch, max_epochs)))
 
-    params, val_loss, epochs = train_groups(keys)
+        def members(leaf):
+            return np.asarray(leaf).reshape(n_groups * width, *leaf.shape[2:])[:n_chain]
+
+        done = jax.tree.map(members, (state["best_params"], state["best_loss"], state["epochs"]))
+        checkpoint.finish(stage, done)
+        checkpoint.between_stages()
     if progress is not None:
         progress("warmstart", max_epochs, max_epochs)
-    return params, val_loss, epochs
+    return done
 
 
 def warmstart_grad_evals(epochs, n_train: int, batch_size: int):
