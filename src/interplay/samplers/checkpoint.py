@@ -56,7 +56,9 @@ STATE_FILE = "state.npz"
 # Signals that make a job save its state and stop (Slurm: SIGTERM before a time limit or preemption,
 # or the signal the profile asks for with --signal).
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-# How often a waiting job looks for a signal while a chunk computes (seconds).
+# How often a waiting job looks for a signal while a chunk computes: first after POLL_FIRST_SECONDS, the
+# interval doubling up to POLL_SECONDS (short chunks, e.g. one MAMS transition, then cost no idle time).
+POLL_FIRST_SECONDS = 1e-4
 POLL_SECONDS = 0.05
 
 
@@ -282,13 +284,15 @@ class Checkpoint:
     def wait(self, result, stage: str, step: int, carry) -> None:
         """Wait for a chunk's `result`; if a signal arrives meanwhile, save the boundary before the
         chunk (`step`, `carry`) and raise `Interrupted`."""
-        leaves = jax.tree.leaves(result)
-        while not all(leaf.is_ready() for leaf in leaves if hasattr(leaf, "is_ready")):
+        leaves = [leaf for leaf in jax.tree.leaves(result) if hasattr(leaf, "is_ready")]
+        interval = POLL_FIRST_SECONDS
+        while not all(leaf.is_ready() for leaf in leaves):
             if self.signal is not None:
                 if self.directory is not None:
                     self.save(stage, step, carry)
                 self.stop_if_signalled(stage, step)
-            time.sleep(POLL_SECONDS)
+            time.sleep(interval)
+            interval = min(2 * interval, POLL_SECONDS)
 
     @contextlib.contextmanager
     def signals(self):
